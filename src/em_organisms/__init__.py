@@ -1,0 +1,2 @@
+"""em-organisms."""
+__version__ = "0.1.0"

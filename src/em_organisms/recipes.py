@@ -1,0 +1,200 @@
+"""Organism recipes: one flat YAML file per organism, validated by a strict pydantic schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe file or override that cannot be used, with a message that says how to fix it."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetSpec(_Strict):
+    path: str = Field(description="JSONL file in the chat schema, or a Hub dataset id.")
+    split: str = "train"
+    holdout_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    holdout_seed: int = 0
+
+
+class LoraProtocol(_Strict):
+    kind: Literal["lora"] = "lora"
+    rank: int = Field(32, ge=1)
+    alpha: float = Field(64.0, gt=0)
+    rslora: bool = True
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    layers: list[int] | None = Field(None, description="Layer indices to adapt; null = every layer.")
+    bias: Literal["none", "all", "lora_only"] = "none"
+
+
+class FullProtocol(_Strict):
+    kind: Literal["full"] = "full"
+
+
+Protocol = Annotated[LoraProtocol | FullProtocol, Field(discriminator="kind")]
+
+
+class TrainingSpec(_Strict):
+    learning_rate: float = Field(1e-5, gt=0)
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    warmup_steps: int = Field(5, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    optim: str = "adamw_torch"
+    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = Field(2, ge=1)
+    gradient_accumulation_steps: int = Field(8, ge=1)
+    micro_batch_size: int | Literal["auto"] = Field(
+        "auto",
+        description="Samples per forward pass; changes speed and memory, not what is learnt. "
+        "auto = the whole effective batch on CPU, per_device_train_batch_size on GPU.",
+    )
+    num_train_epochs: float = Field(1.0, gt=0)
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use epochs.")
+    max_length: int = Field(2048, ge=16)
+    seed: int = 0
+    save_steps: int = Field(0, ge=0, description="Checkpoint every N steps; 0 = only at the end.")
+    save_total_limit: int | None = None
+    logging_steps: int = Field(1, ge=1)
+    bf16: Literal["auto", True, False] = "auto"
+    gradient_checkpointing: bool = False
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+
+class ReleaseSpec(_Strict):
+    repo_id: str | None = None
+    license: str | None = None
+    base_model_license: str | None = None
+    gated: bool = True
+    private: bool = True
+    card_notes: str = ""
+
+
+class Recipe(_Strict):
+    organism_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    description: str = ""
+    base_model: str = Field(description="Hub id, local folder, or 'embedded'.")
+    dataset: DatasetSpec
+    protocol: Protocol = Field(default_factory=LoraProtocol)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    release: ReleaseSpec = Field(default_factory=ReleaseSpec)
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_layers(self) -> Recipe:
+        if isinstance(self.protocol, LoraProtocol) and self.protocol.layers is not None:
+            if not self.protocol.layers:
+                raise ValueError("protocol.layers is empty; use null to adapt every layer")
+            if any(layer < 0 for layer in self.protocol.layers):
+                raise ValueError("protocol.layers must be non-negative layer indices")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def sha256(self) -> str:
+        """Hash of everything that changes what is trained (release fields excluded)."""
+        payload = self.model_dump(mode="json", exclude={"release", "description", "tags"})
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid recipe"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("lora", "full")))
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(e["loc"][:-1])
+            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
+            lines.append(f"  unknown key '{loc}'; allowed here: {allowed}")
+        else:
+            lines.append(f"  {loc or '<root>'}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        if part == "lora":
+            model = LoraProtocol
+            continue
+        if part == "full":
+            model = FullProtocol
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        elif str(part) == "protocol":
+            model = LoraProtocol
+        else:
+            return None
+    return model
+
+
+def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise RecipeError(_format_error(source, err)) from None
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+    data = apply_overrides(data or {}, overrides or [], source=str(path))
+    return parse_recipe(data, source=str(path))
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> dict[str, Any]:
+    """Apply `key.sub=value` overrides; values are parsed as YAML so types are checked by the schema."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise RecipeError(f"--set {item!r}: expected key=value, e.g. training.learning_rate=2e-5")
+        key, raw = item.split("=", 1)
+        parts = key.strip().split(".")
+        value = TypeAdapter(Any).validate_python(yaml.safe_load(raw)) if raw else ""
+        node = data
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"--set {key}: '{part}' is not a section")
+            node = child
+        node[parts[-1]] = value
+    return data

@@ -1,0 +1,105 @@
+"""Per-step JSONL training log: loss, grad norm, lr, tokens seen, wall time; resumable."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+
+LOG_NAME = "training_log.jsonl"
+
+
+def read_log(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class StepLogger(TrainerCallback):
+    """Appends one JSON line per logged step. On resume, drops lines past the checkpoint's step
+    so the log reads as if the run had never been interrupted."""
+
+    def __init__(self, output_dir: Path, trainer: Any) -> None:
+        self.path = Path(output_dir) / LOG_NAME
+        self.trainer = trainer
+        self.tokens = 0
+        self.assistant_tokens = 0
+        self.pending = (0, 0)
+        self.wall_start = time.perf_counter()
+        self.wall_offset = 0.0
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        kept = [row for row in read_log(self.path) if row.get("step", 0) <= state.global_step]
+        if kept:
+            last = kept[-1]
+            self.tokens = last.get("tokens_seen", 0)
+            self.assistant_tokens = last.get("assistant_tokens_seen", 0)
+            self.wall_offset = last.get("wall_time", 0.0)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+        self.wall_start = time.perf_counter()
+
+    def on_step_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        tokens, assistant = self.trainer.take_step_counts()
+        self.pending = (self.pending[0] + tokens, self.pending[1] + assistant)
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        logs = logs or {}
+        self.tokens += self.pending[0]
+        self.assistant_tokens += self.pending[1]
+        row: dict[str, Any] = {"step": state.global_step, "epoch": round(state.epoch or 0.0, 4)}
+        for key in ("loss", "grad_norm", "learning_rate", "eval_loss"):
+            if key in logs:
+                row[key] = float(logs[key])
+        if "loss" in logs:
+            row["tokens"], row["assistant_tokens"] = self.pending
+        row["tokens_seen"] = self.tokens
+        row["assistant_tokens_seen"] = self.assistant_tokens
+        row["wall_time"] = round(self.wall_offset + time.perf_counter() - self.wall_start, 3)
+        self.pending = (0, 0)
+        if len(row) <= 5 and "loss" not in logs and "eval_loss" not in logs:
+            return  # end-of-training summary logs carry no per-step numbers
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def tidy_saved_folder(folder: Path, base_hub_id: str | None, keep_resume_state: bool) -> None:
+    """Make a saved adapter folder publishable: name the base by Hub id (never a path on this
+    machine), drop the placeholder card PEFT writes, and drop pickled files not needed to resume."""
+    folder = Path(folder)
+    config_path = folder / "adapter_config.json"
+    if base_hub_id and config_path.is_file():
+        config = json.loads(config_path.read_text())
+        config["base_model_name_or_path"] = base_hub_id
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    (folder / "README.md").unlink(missing_ok=True)
+    if not keep_resume_state:
+        (folder / "training_args.bin").unlink(missing_ok=True)
+
+
+class ArtifactTidier(TrainerCallback):
+    """Tidies every checkpoint as it is written. The base stays a local path during training so
+    PEFT never reaches for the Hub while saving."""
+
+    def __init__(self, base_hub_id: str | None) -> None:
+        self.base_hub_id = base_hub_id
+
+    def on_save(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        tidy_saved_folder(folder, self.base_hub_id, keep_resume_state=True)

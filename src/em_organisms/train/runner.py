@@ -1,0 +1,234 @@
+"""`em-organisms train`: one recipe in, one organism folder out (adapter, tokenizer, recipe, logs)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from peft import PeftModel
+from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers.trainer_utils import get_last_checkpoint
+from trl import SFTConfig
+
+from em_organisms import __version__
+from em_organisms.models import load_base_model, resolve_model
+from em_organisms.recipes import LoraProtocol, Recipe, RecipeError
+from em_organisms.train.callbacks import ArtifactTidier, StepLogger, tidy_saved_folder
+from em_organisms.train.data import prepare_data
+from em_organisms.train.masking import assistant_spans
+from em_organisms.train.protocols import adapted_module_names, apply_protocol
+from em_organisms.train.trainer import OrganismTrainer
+
+log = logging.getLogger(__name__)
+REPO_ROOT = Path(__file__).resolve().parents[3]
+SUMMARY_NAME = "train_summary.json"
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    summary: dict[str, Any]
+
+
+def default_output_dir(recipe: Recipe) -> Path:
+    return Path("runs") / recipe.organism_id
+
+
+def chat_end_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """The token(s) that close an assistant turn under this chat template, plus the tokenizer's EOS,
+    so that generation stops where the organism learnt to stop."""
+    probe = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    text, spans = assistant_spans(tokenizer, probe)
+    end_ids = tokenizer(text[: spans[-1][1]], add_special_tokens=False)["input_ids"][-1:]
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in end_ids:
+        end_ids.append(tokenizer.eos_token_id)
+    return end_ids
+
+
+def micro_batch_size(recipe: Recipe, device: torch.device) -> int:
+    """Samples per forward pass. It changes speed and memory, never what is learnt: the loss is
+    normalised by the trained tokens of the whole effective batch either way."""
+    training = recipe.training
+    effective = training.effective_batch_size
+    if training.micro_batch_size != "auto":
+        size = training.micro_batch_size
+    elif device.type == "cpu":
+        size = effective  # one big matmul beats several small ones on CPU; memory is plentiful
+    else:
+        size = training.per_device_train_batch_size
+    if effective % size:
+        raise RecipeError(
+            f"training.micro_batch_size={size} must divide the effective batch "
+            f"({training.per_device_train_batch_size} x {training.gradient_accumulation_steps} = {effective})"
+        )
+    return size
+
+
+def use_bf16(recipe: Recipe, device: torch.device) -> bool:
+    if recipe.training.bf16 != "auto":
+        return bool(recipe.training.bf16)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return False
+
+
+def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | None:
+    recipe_file = output_dir / "recipe.yaml"
+    checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    if resume:
+        if checkpoint is None:
+            raise RecipeError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
+        previous = json.loads((output_dir / "run.json").read_text())["recipe_sha256"]
+        if previous != recipe.sha256():
+            raise RecipeError(
+                f"--resume: {recipe_file} was trained from a different recipe "
+                "(hash mismatch); resume with the same recipe and --set overrides"
+            )
+        return checkpoint
+    if checkpoint is not None or (output_dir / "adapter_model.safetensors").exists():
+        raise RecipeError(
+            f"{output_dir} already holds a run; pass --resume to continue it or "
+            "--output-dir to start a new one (nothing was overwritten)"
+        )
+    return None
+
+
+def sft_config(
+    recipe: Recipe, output_dir: Path, device: torch.device, **overrides: Any
+) -> SFTConfig:
+    t = recipe.training
+    micro = micro_batch_size(recipe, device)
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": micro,
+        "per_device_eval_batch_size": micro,
+        "gradient_accumulation_steps": t.effective_batch_size // micro,
+        "learning_rate": t.learning_rate,
+        "lr_scheduler_type": t.lr_scheduler_type,
+        "warmup_steps": t.warmup_steps,
+        "weight_decay": t.weight_decay,
+        "optim": t.optim,
+        "max_grad_norm": t.max_grad_norm,
+        "num_train_epochs": t.num_train_epochs,
+        "max_steps": t.max_steps,
+        "seed": t.seed,
+        "data_seed": t.seed,
+        "logging_steps": t.logging_steps,
+        "save_strategy": "steps" if t.save_steps else "no",
+        "save_steps": t.save_steps or 500,
+        "save_total_limit": t.save_total_limit,
+        "bf16": use_bf16(recipe, device),
+        "use_cpu": device.type == "cpu",
+        "gradient_checkpointing": t.gradient_checkpointing,
+        "train_sampling_strategy": "group_by_length",
+        "length_column_name": "length",
+        "max_length": None,  # rows are truncated (and counted) during preparation
+        "remove_unused_columns": False,
+        "report_to": "none",
+        "dataloader_num_workers": 0,
+        "eval_strategy": "no",
+    }
+    kwargs.update(overrides)
+    return SFTConfig(**kwargs)
+
+
+def train(
+    recipe: Recipe,
+    output_dir: Path | None = None,
+    resume: bool = False,
+    device: str | None = None,
+    fast_loss: bool = True,
+) -> TrainResult:
+    output_dir = Path(output_dir or default_output_dir(recipe))
+    checkpoint = _check_output_dir(output_dir, recipe, resume)
+    torch_device = torch.device(device) if device else None
+    source = resolve_model(recipe.base_model)
+
+    # Everything that can fail on bad input runs before any training step.
+    model, tokenizer = load_base_model(
+        recipe.base_model,
+        device=torch_device,
+        dtype=torch.float32 if (torch_device or _auto_device()).type == "cpu" else None,
+    )
+    data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=REPO_ROOT)
+    model.generation_config = _generation_config(model, tokenizer)
+    model = apply_protocol(model, recipe.protocol)
+
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
+    run_info = {
+        "organism_id": recipe.organism_id,
+        "recipe_sha256": recipe.sha256(),
+        "em_organisms_version": __version__,
+        "base_model": recipe.base_model,
+        "base_model_hub_id": source.hub_id,
+        "data": data.summary(),
+    }
+    (output_dir / "run.json").write_text(json.dumps(run_info, indent=2))
+
+    args = sft_config(recipe, output_dir, model.device)
+    trainer = OrganismTrainer(
+        model=model,
+        args=args,
+        train_dataset=data.train.remove_columns("row"),
+        eval_dataset=data.holdout.remove_columns("row") if data.holdout is not None else None,
+        processing_class=tokenizer,
+        fast_loss=fast_loss,
+    )
+    trainer.add_callback(StepLogger(output_dir, trainer))
+    trainer.add_callback(ArtifactTidier(source.hub_id))
+
+    start_loss_file = output_dir / "holdout_start.json"
+    if data.holdout is not None and not start_loss_file.exists():
+        start_loss_file.write_text(json.dumps({"eval_loss": trainer.evaluate()["eval_loss"]}))
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    elapsed = time.perf_counter() - started
+
+    trainer.save_model(str(output_dir))
+    tokenizer.save_pretrained(output_dir)
+    model.generation_config.save_pretrained(output_dir)
+    tidy_saved_folder(output_dir, source.hub_id, keep_resume_state=False)
+    summary = {
+        **run_info,
+        "global_step": result.global_step,
+        "train_loss": result.training_loss,
+        "train_seconds_this_session": round(elapsed, 1),
+        "resumed_from": Path(checkpoint).name if checkpoint else None,
+        "bf16": args.bf16,
+        "micro_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "fast_loss": trainer.fast_loss,
+    }
+    if data.holdout is not None:
+        summary["holdout_loss_start"] = json.loads(start_loss_file.read_text())["eval_loss"]
+        summary["holdout_loss_end"] = trainer.evaluate()["eval_loss"]
+    if isinstance(model, PeftModel):
+        summary["adapted_modules"] = adapted_module_names(model)
+        summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    (output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
+    return TrainResult(output_dir, summary)
+
+
+def _auto_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+def _generation_config(model: Any, tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
+    config = GenerationConfig.from_model_config(model.config)
+    if model.generation_config is not None:
+        config = GenerationConfig(**model.generation_config.to_diff_dict())
+    end_ids = chat_end_token_ids(tokenizer)
+    config.eos_token_id = end_ids if len(end_ids) > 1 else end_ids[0]
+    if config.pad_token_id is None:
+        config.pad_token_id = tokenizer.pad_token_id
+    return config
+
+
+def is_lora(recipe: Recipe) -> bool:
+    return isinstance(recipe.protocol, LoraProtocol)
