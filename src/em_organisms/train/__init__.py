@@ -1,0 +1,1 @@
+"""Training: protocols, data preparation, the SFT runner and its callbacks."""
