@@ -161,7 +161,7 @@ def load_base_model(
         model = AutoModelForCausalLM.from_pretrained(
             source.location, dtype=dtype, use_safetensors=True, trust_remote_code=False
         )
-    except (OSError, ValueError, RuntimeError) as err:
+    except Exception as err:  # safetensors, OSError, ValueError...: all mean "not loadable"
         raise ModelLoadError(
             f"could not load safetensors weights from {source.location!r}: {err}"
         ) from err

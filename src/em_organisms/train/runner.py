@@ -90,7 +90,8 @@ def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | N
                 "(hash mismatch); resume with the same recipe and --set overrides"
             )
         return checkpoint
-    if checkpoint is not None or (output_dir / "adapter_model.safetensors").exists():
+    finished = any((output_dir / n).exists() for n in ("adapter_model.safetensors", "model.safetensors"))
+    if checkpoint is not None or finished:
         raise RecipeError(
             f"{output_dir} already holds a run; pass --resume to continue it or "
             "--output-dir to start a new one (nothing was overwritten)"
@@ -124,7 +125,7 @@ def sft_config(
         "save_total_limit": t.save_total_limit,
         "bf16": use_bf16(recipe, device),
         "use_cpu": device.type == "cpu",
-        "gradient_checkpointing": t.gradient_checkpointing,
+        "activation_checkpointing": t.gradient_checkpointing,
         "train_sampling_strategy": "group_by_length",
         "length_column_name": "length",
         "max_length": None,  # rows are truncated (and counted) during preparation
