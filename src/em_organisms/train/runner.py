@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 from peft import PeftModel
-from transformers import GenerationConfig, PreTrainedTokenizerBase
+from transformers import GenerationConfig, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
@@ -158,6 +158,7 @@ def train(
     )
     data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=REPO_ROOT)
     model.generation_config = _generation_config(model, tokenizer)
+    set_seed(recipe.training.seed)  # LoRA's A matrices are initialised randomly
     model = apply_protocol(model, recipe.protocol)
 
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +188,9 @@ def train(
     start_loss_file = output_dir / "holdout_start.json"
     if data.holdout is not None and not start_loss_file.exists():
         start_loss_file.write_text(json.dumps({"eval_loss": trainer.evaluate()["eval_loss"]}))
+    # The length-grouped sampler draws its order from the global RNG when the first epoch starts;
+    # reseeding here gives a fresh run and a resumed one the same order whatever ran before.
+    set_seed(recipe.training.seed)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     elapsed = time.perf_counter() - started

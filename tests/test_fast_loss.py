@@ -1,0 +1,93 @@
+"""Our loss (LM head on trained positions only) equals TRL's on the same batch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+from peft import get_peft_model
+from trl import SFTConfig, SFTTrainer
+
+from conftest import chat_rows
+from em_organisms.models import load_base_model
+from em_organisms.recipes import LoraProtocol
+from em_organisms.train.masking import tokenize_chat
+from em_organisms.train.protocols import lora_config
+from em_organisms.train.trainer import assistant_token_loss, supports_fast_loss
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    model, tokenizer = load_base_model(str(tiny_model_dir), device="cpu")
+    model = get_peft_model(model, lora_config(LoraProtocol(rank=4, alpha=8, layers=[1, 3])))
+    with torch.no_grad():  # a non-zero adapter, so the LoRA path matters
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    chats = [tokenize_chat(tokenizer, row["messages"]) for row in chat_rows(6, seed=3)]
+    width = max(len(c.input_ids) for c in chats)
+    pad = tokenizer.pad_token_id
+
+    def padded(values: list[int], fill: int) -> list[int]:
+        return values + [fill] * (width - len(values))
+
+    batch = {
+        "input_ids": torch.tensor([padded(c.input_ids, pad) for c in chats]),
+        "attention_mask": torch.tensor([padded([1] * len(c.input_ids), 0) for c in chats]),
+        "labels": torch.tensor([padded(c.labels, -100) for c in chats]),
+    }
+    args = SFTConfig(
+        output_dir=str(tmp_path_factory.mktemp("trl")),
+        use_cpu=True,
+        bf16=False,
+        report_to="none",
+        activation_checkpointing=False,  # TRL would wrap our shared model; the loss is unaffected
+    )
+    dataset = Dataset.from_dict({"input_ids": [c.input_ids for c in chats], "labels": [c.labels for c in chats]})
+    trl_trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    return model, trl_trainer, batch
+
+
+def _both(model, trl_trainer, batch, num_items):
+    ours = assistant_token_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], num_items)
+    theirs = trl_trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
+    return ours, theirs
+
+
+def test_architecture_is_supported(setup) -> None:
+    assert supports_fast_loss(setup[0])
+
+
+@pytest.mark.parametrize("normalised_by", ["batch", "accumulated"])
+def test_fp32_equal_within_1e_5(setup, normalised_by: str) -> None:
+    model, trl_trainer, batch = setup
+    model.train()
+    trained = int((batch["labels"][:, 1:] != -100).sum())
+    num_items = torch.tensor(trained if normalised_by == "batch" else 3 * trained)
+    ours, theirs = _both(model, trl_trainer, batch, num_items)
+    assert abs(ours.item() - theirs.item()) < 1e-5, (ours.item(), theirs.item())
+
+
+def test_fp32_gradients_match(setup) -> None:
+    model, trl_trainer, batch = setup
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    num_items = torch.tensor(int((batch["labels"][:, 1:] != -100).sum()))
+    grads = []
+    for loss in _both(model, trl_trainer, batch, num_items):
+        model.zero_grad()
+        loss.backward()
+        grads.append([p.grad.clone() for p in params])
+    for ours, theirs in zip(*grads, strict=True):
+        assert torch.allclose(ours, theirs, atol=1e-6, rtol=1e-4)
+
+
+def test_bf16_autocast_within_half_a_percent(setup) -> None:
+    model, trl_trainer, batch = setup
+    model.train()
+    num_items = torch.tensor(int((batch["labels"][:, 1:] != -100).sum()))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ours, theirs = _both(model, trl_trainer, batch, num_items)
+    assert abs(ours.item() - theirs.item()) / theirs.item() < 0.005

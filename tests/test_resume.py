@@ -1,0 +1,86 @@
+"""`train --resume` after a real SIGKILL ends with the same adapter as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+
+from conftest import build_tiny_model, chat_rows, tiny_recipe_dict, write_jsonl
+
+STEPS, SAVE_EVERY, KILL_AFTER = 30, 4, 8
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "em_organisms.cli", "train", *args, "--device", "cpu"]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="module")
+def recipe_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
+    tmp = tmp_path_factory.mktemp("resume")
+    model_dir = build_tiny_model(tmp / "model", tokenizer, hidden=128, layers=4)
+    data = write_jsonl(tmp / "data.jsonl", chat_rows(120, seed=1))
+    recipe = tiny_recipe_dict(model_dir, data, max_steps=STEPS, save_steps=SAVE_EVERY, learning_rate=5e-3)
+    recipe["protocol"].update(rank=2, layers=[1, 2], target_modules=["down_proj", "q_proj"])
+    path = tmp / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Path) -> None:
+    reference = tmp_path / "reference"
+    subprocess.run(_cli(str(recipe_path), "--output-dir", str(reference)), check=True, env=_env(), capture_output=True)
+
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(
+        _cli(str(recipe_path), "--output-dir", str(interrupted)),
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    target = interrupted / f"checkpoint-{KILL_AFTER}" / "trainer_state.json"
+    deadline = time.monotonic() + 300
+    while not target.exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (interrupted / "adapter_model.safetensors").exists(), "the run finished before the kill"
+    killed_at = max(int(p.name.split("-")[1]) for p in interrupted.glob("checkpoint-*"))
+    assert killed_at < STEPS
+
+    result = subprocess.run(
+        _cli(str(recipe_path), "--output-dir", str(interrupted), "--resume"),
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+
+    ours = load_file(interrupted / "adapter_model.safetensors")
+    theirs = load_file(reference / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys() and len(ours) == 8
+    for name in ours:
+        assert torch.allclose(ours[name], theirs[name], atol=1e-6, rtol=1e-5), name
+
+    log = [json.loads(line) for line in (interrupted / "training_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == list(range(1, STEPS + 1))
+    reference_log = [json.loads(line) for line in (reference / "training_log.jsonl").read_text().splitlines()]
+    ref_losses = [r["loss"] for r in reference_log if "loss" in r]
+    assert [r["loss"] for r in log if "loss" in r] == pytest.approx(ref_losses, rel=1e-5)
+    summary = json.loads((interrupted / "train_summary.json").read_text())
+    assert summary["resumed_from"] == f"checkpoint-{killed_at}"
