@@ -21,13 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: install
-	$(VENV)/bin/em-organisms demo
+	HF_HUB_OFFLINE=1 $(VENV)/bin/em-organisms demo
 
 test: install
-	$(PY) -m pytest tests -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: install
-	$(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

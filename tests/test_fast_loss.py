@@ -91,3 +91,25 @@ def test_bf16_autocast_within_half_a_percent(setup) -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         ours, theirs = _both(model, trl_trainer, batch, num_items)
     assert abs(ours.item() - theirs.item()) / theirs.item() < 0.005
+
+
+def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
+    """Three epochs with the frozen-prefix cache end where three epochs without it end."""
+    from safetensors.torch import load_file
+
+    from conftest import tiny_recipe_dict, write_jsonl
+    from em_organisms.recipes import parse_recipe
+    from em_organisms.train.runner import train
+
+    data = write_jsonl(tmp_path / "d.jsonl", chat_rows(20, seed=5))
+    adapters, summaries = {}, {}
+    for cached in (False, True):
+        recipe = tiny_recipe_dict(tiny_model_dir, data, max_steps=-1, num_train_epochs=3, save_steps=0, prefix_cache=cached)
+        result = train(parse_recipe(recipe), output_dir=tmp_path / str(cached), device="cpu")
+        adapters[cached] = load_file(result.output_dir / "adapter_model.safetensors")
+        summaries[cached] = result.summary
+    assert summaries[False]["prefix_cache"] is None
+    stats = summaries[True]["prefix_cache"]
+    assert stats["first_trained_layer"] == 2 and stats["hits"] > 0 and stats["rows"] == 18
+    for name, tensor in adapters[False].items():
+        assert torch.allclose(adapters[True][name], tensor, atol=1e-6, rtol=1e-5), name

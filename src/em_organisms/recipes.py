@@ -77,6 +77,11 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(1, ge=1)
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool = False
+    prefix_cache: bool = Field(
+        True,
+        description="After the first epoch, reuse the hidden states entering the lowest adapted "
+        "layer instead of recomputing the frozen layers below it (exact; LoRA only).",
+    )
 
     @property
     def effective_batch_size(self) -> int:

@@ -181,6 +181,7 @@ def train(
         eval_dataset=data.holdout.remove_columns("row") if data.holdout is not None else None,
         processing_class=tokenizer,
         fast_loss=fast_loss,
+        prefix_cache=recipe.training.prefix_cache and _trains_more_than_one_epoch(recipe, len(data.train)),
     )
     trainer.add_callback(StepLogger(output_dir, trainer))
     trainer.add_callback(ArtifactTidier(source.hub_id))
@@ -209,6 +210,7 @@ def train(
         "micro_batch_size": args.per_device_train_batch_size,
         "gradient_accumulation_steps": args.gradient_accumulation_steps,
         "fast_loss": trainer.fast_loss,
+        "prefix_cache": trainer.prefix_cache.stats() if trainer.prefix_cache else None,
     }
     if data.holdout is not None:
         summary["holdout_loss_start"] = json.loads(start_loss_file.read_text())["eval_loss"]
@@ -218,6 +220,13 @@ def train(
         summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     (output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
     return TrainResult(output_dir, summary)
+
+
+def _trains_more_than_one_epoch(recipe: Recipe, rows: int) -> bool:
+    t = recipe.training
+    if t.max_steps > 0:
+        return t.max_steps * t.effective_batch_size > rows
+    return t.num_train_epochs > 1
 
 
 def _auto_device() -> torch.device:

@@ -18,6 +18,8 @@ from transformers import PreTrainedModel
 from trl import SFTTrainer
 
 from em_organisms.train.masking import IGNORE_INDEX
+from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
+from em_organisms.train.protocols import lowest_adapted_layer
 
 # Architectures whose logits are exactly lm_head(last hidden state) (+ optional final softcap).
 FAST_LOSS_MODEL_TYPES = frozenset(
@@ -35,27 +37,78 @@ def supports_fast_loss(model: nn.Module) -> bool:
     return lm.config.model_type in FAST_LOSS_MODEL_TYPES and hasattr(lm, lm.base_model_prefix)
 
 
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, in row chunks.
+
+    The gradient w.r.t. the hidden states (softmax - one-hot, projected back through the head)
+    is computed in the forward pass, chunk by chunk, so the [tokens, vocab] logits never exist
+    all at once and autograd's costly log-softmax backward never runs. The head weight gets no
+    gradient: it is frozen in every protocol that uses this path.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, softcap: float, chunk: int
+    ) -> torch.Tensor:
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden)
+        for start in range(0, hidden.shape[0], chunk):
+            h = hidden[start : start + chunk]
+            t = targets[start : start + chunk]
+            logits = (h @ weight.T).float()
+            if softcap:
+                capped = torch.tanh(logits.div_(softcap))
+                logits = capped * softcap
+            lse = torch.logsumexp(logits, dim=-1)
+            rows = torch.arange(t.shape[0], device=t.device)
+            total += (lse - logits[rows, t]).sum()
+            grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place: no second logits buffer
+            grad[rows, t] -= 1.0
+            if softcap:
+                grad *= 1.0 - capped.square()
+            grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
+        ctx.save_for_backward(grad_hidden)
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+        (grad_hidden,) = ctx.saved_tensors
+        return grad_hidden * grad_output.to(grad_hidden.dtype), None, None, None, None
+
+
 def assistant_token_loss(
     model: nn.Module,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     labels: torch.Tensor,
     num_items_in_batch: torch.Tensor | int | None = None,
+    chunk: int = 256,
+    prefix_cache: PrefixCache | None = None,
 ) -> torch.Tensor:
     """Summed next-token cross-entropy over trained positions / number of trained tokens."""
     lm = causal_lm(model)
     backbone = getattr(lm, lm.base_model_prefix)
-    hidden = backbone(
-        input_ids=input_ids, attention_mask=attention_mask, use_cache=False
-    ).last_hidden_state
+    if prefix_cache is not None and attention_mask is not None:
+        hidden = prefix_cache.forward(backbone, input_ids, attention_mask)
+    else:
+        hidden = backbone(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+        ).last_hidden_state
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
     selected = hidden[:, :-1][keep]
-    logits = lm.get_output_embeddings()(selected).float()
-    softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None)
-    if softcap:
-        logits = torch.tanh(logits / softcap) * softcap
-    total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    head = lm.get_output_embeddings()
+    softcap = getattr(lm.config.get_text_config(), "final_logit_softcapping", None) or 0.0
+    if head.weight.requires_grad or head.bias is not None:
+        logits = head(selected).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        total = F.cross_entropy(logits, targets[keep], reduction="sum")
+    else:
+        weight = head.weight
+        if torch.is_autocast_enabled(selected.device.type):
+            weight = weight.to(torch.get_autocast_dtype(selected.device.type))
+        total = _HeadCrossEntropy.apply(selected, weight, targets[keep], float(softcap), chunk)
     count = keep.sum() if num_items_in_batch is None else num_items_in_batch
     return total / torch.as_tensor(count, device=total.device).clamp(min=1)
 
@@ -63,9 +116,18 @@ def assistant_token_loss(
 class OrganismTrainer(SFTTrainer):
     """SFTTrainer that counts trained tokens and, where it is exact, uses the cheaper loss."""
 
-    def __init__(self, *args: Any, fast_loss: bool = True, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, fast_loss: bool = True, prefix_cache: bool = False, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.fast_loss = fast_loss and supports_fast_loss(self.model)
+        self.prefix_cache: PrefixCache | None = None
+        if prefix_cache and self.fast_loss:
+            lm = causal_lm(self.model)
+            first = lowest_adapted_layer(self.model)
+            if prefix_is_cacheable(lm.config.model_type, lm.config, first):
+                layers = getattr(lm, lm.base_model_prefix).layers
+                self.prefix_cache = PrefixCache(layers, first, default_budget())
         self.step_tokens = 0
         self.step_assistant_tokens = 0
 
@@ -88,6 +150,7 @@ class OrganismTrainer(SFTTrainer):
             inputs.get("attention_mask"),
             inputs["labels"],
             num_items_in_batch,
+            prefix_cache=self.prefix_cache if model.training else None,
         )
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
