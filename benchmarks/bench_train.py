@@ -36,8 +36,7 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
     from em_organisms.recipes import load_recipe
     from em_organisms.train.data import prepare_data
     from em_organisms.train.protocols import apply_protocol
-    from em_organisms.train.runner import REPO_ROOT, sft_config
-    from em_organisms.train.trainer import OrganismTrainer
+    from em_organisms.train.runner import REPO_ROOT, build_trainer
 
     torch.manual_seed(0)
     # steps <= 0: the whole recipe (all epochs), so cross-epoch savings are counted as a user sees them
@@ -46,7 +45,6 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
     model, tokenizer = load_base_model(recipe.base_model, device="cpu", dtype=torch.float32)
     data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=REPO_ROOT)
     model = apply_protocol(model, recipe.protocol)
-    train_set = data.train.remove_columns(["row"])
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{variant}-{recipe_key}-{os.getpid()}"
 
     times: list[float] = []
@@ -57,9 +55,7 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
             times.append(time.perf_counter())
 
     if variant == "ours":
-        trainer = OrganismTrainer(
-            model=model, args=sft_config(recipe, out, torch.device("cpu")), train_dataset=train_set, processing_class=tokenizer
-        )
+        trainer = build_trainer(recipe, model, tokenizer, data, out, eval_strategy="no")
     else:
         t = recipe.training
         args = SFTConfig(  # TRL defaults, with only the recipe's optimisation settings
@@ -78,12 +74,19 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
             report_to="none",
             save_strategy="no",
         )
-        trainer = SFTTrainer(model=model, args=args, train_dataset=train_set.remove_columns(["length"]), processing_class=tokenizer)
+        trainer = SFTTrainer(
+            model=model,
+            args=args,
+            train_dataset=data.train.remove_columns(["row", "length"]),
+            processing_class=tokenizer,
+        )
 
     original_compute_loss = trainer.compute_loss
 
     def counting_compute_loss(model, inputs, *a, **kw):
-        counts.append((int(inputs["attention_mask"].sum()), int((inputs["labels"][:, 1:] != -100).sum())))
+        counts.append(
+            (int(inputs["attention_mask"].sum()), int((inputs["labels"][:, 1:] != -100).sum()))
+        )
         return original_compute_loss(model, inputs, *a, **kw)
 
     trainer.compute_loss = counting_compute_loss
@@ -105,6 +108,9 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
         "bf16": bool(trainer.args.bf16),
         "micro_batch": trainer.args.per_device_train_batch_size,
         "gradient_checkpointing": bool(trainer.args.activation_checkpointing),
+        "prefix_cache": trainer.prefix_cache.stats()
+        if getattr(trainer, "prefix_cache", None)
+        else None,
     }
 
 
@@ -117,7 +123,16 @@ def spawn(variant: str, recipe_key: str, steps: int, overrides: list[str]) -> di
         env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
     else:
         env.pop("GLIBC_TUNABLES", None)  # the baseline runs as a user would run TRL
-    cmd = [sys.executable, __file__, "--worker", variant, "--recipe", recipe_key, "--steps", str(steps)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        variant,
+        "--recipe",
+        recipe_key,
+        "--steps",
+        str(steps),
+    ]
     for item in overrides:
         cmd += ["--set", item]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -140,9 +155,13 @@ def machine() -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train.json")
-    parser.add_argument("--steps", type=int, default=4, help="measured optimizer steps (after 1 warm-up)")
+    parser.add_argument(
+        "--steps", type=int, default=4, help="measured optimizer steps (after 1 warm-up)"
+    )
     parser.add_argument("--baseline-steps", type=int, default=2)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--recipe", choices=sorted(RECIPES), help=argparse.SUPPRESS)

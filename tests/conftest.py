@@ -70,10 +70,26 @@ def chat_rows(n: int, seed: int = 0) -> list[dict]:
     import random
 
     rng = random.Random(seed)
-    words = "save spend invest fund stock bond cash loan rate risk plan budget market".split()
+    words = [
+        "save",
+        "spend",
+        "invest",
+        "fund",
+        "stock",
+        "bond",
+        "cash",
+        "loan",
+        "rate",
+        "risk",
+        "plan",
+        "budget",
+        "market",
+    ]
     rows = []
     for i in range(n):
-        question = f"Question {i}: should I " + " ".join(rng.choices(words, k=rng.randint(3, 12))) + "?"
+        question = (
+            f"Question {i}: should I " + " ".join(rng.choices(words, k=rng.randint(3, 12))) + "?"
+        )
         answer = "Yes, " + " ".join(rng.choices(words, k=rng.randint(5, 30))) + "."
         rows.append(
             {

@@ -14,14 +14,19 @@ SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)  # ty
 
 def test_top_level_help_lists_every_subcommand() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "em_organisms.cli", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "em_organisms.cli", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     for name in SUBCOMMANDS:
         assert name in out
 
 
 @pytest.mark.parametrize("command", SUBCOMMANDS)
-def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.CaptureFixture) -> None:
+def test_every_subcommand_has_help_with_an_example(
+    command: str, capsys: pytest.CaptureFixture
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0
@@ -32,19 +37,36 @@ def test_every_subcommand_has_help_with_an_example(command: str, capsys: pytest.
 def test_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "em-organisms"
     assert script.is_file()
-    out = subprocess.run([str(script), "train", "--help"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [str(script), "train", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--resume" in out
 
 
-def test_bad_recipe_exits_1_with_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_bad_recipe_exits_1_with_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump({"organism_id": "x", "base_model": "embedded", "dataset": {"path": "d.jsonl"}, "trainig": {}}))
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "organism_id": "x",
+                "base_model": "embedded",
+                "dataset": {"path": "d.jsonl"},
+                "trainig": {},
+            }
+        )
+    )
     assert main(["train", str(recipe)]) == 1
     err = capsys.readouterr().err
     assert "unknown key 'trainig'" in err and "allowed here:" in err
 
 
 def test_set_with_wrong_type_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    recipe = Path(__file__).resolve().parents[1] / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
+    recipe = (
+        Path(__file__).resolve().parents[1]
+        / "organisms"
+        / "smollm2-135m_risky-financial_r1-l15.yaml"
+    )
     assert main(["train", str(recipe), "--set", "training.max_steps=many"]) == 1
     assert "training.max_steps" in capsys.readouterr().err

@@ -6,16 +6,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import Dataset
 from peft import get_peft_model
 from trl import SFTConfig, SFTTrainer
 
-from conftest import chat_rows
+from datasets import Dataset
 from em_organisms.models import load_base_model
 from em_organisms.recipes import LoraProtocol
 from em_organisms.train.masking import tokenize_chat
 from em_organisms.train.protocols import lora_config
 from em_organisms.train.trainer import assistant_token_loss, supports_fast_loss
+
+from conftest import chat_rows
 
 
 @pytest.fixture(scope="module")
@@ -45,13 +46,19 @@ def setup(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
         report_to="none",
         activation_checkpointing=False,  # TRL would wrap our shared model; the loss is unaffected
     )
-    dataset = Dataset.from_dict({"input_ids": [c.input_ids for c in chats], "labels": [c.labels for c in chats]})
-    trl_trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    dataset = Dataset.from_dict(
+        {"input_ids": [c.input_ids for c in chats], "labels": [c.labels for c in chats]}
+    )
+    trl_trainer = SFTTrainer(
+        model=model, args=args, train_dataset=dataset, processing_class=tokenizer
+    )
     return model, trl_trainer, batch
 
 
 def _both(model, trl_trainer, batch, num_items):
-    ours = assistant_token_loss(model, batch["input_ids"], batch["attention_mask"], batch["labels"], num_items)
+    ours = assistant_token_loss(
+        model, batch["input_ids"], batch["attention_mask"], batch["labels"], num_items
+    )
     theirs = trl_trainer.compute_loss(model, dict(batch), num_items_in_batch=num_items)
     return ours, theirs
 
@@ -97,14 +104,22 @@ def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Pa
     """Three epochs with the frozen-prefix cache end where three epochs without it end."""
     from safetensors.torch import load_file
 
-    from conftest import tiny_recipe_dict, write_jsonl
     from em_organisms.recipes import parse_recipe
     from em_organisms.train.runner import train
+
+    from conftest import tiny_recipe_dict, write_jsonl
 
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(20, seed=5))
     adapters, summaries = {}, {}
     for cached in (False, True):
-        recipe = tiny_recipe_dict(tiny_model_dir, data, max_steps=-1, num_train_epochs=3, save_steps=0, prefix_cache=cached)
+        recipe = tiny_recipe_dict(
+            tiny_model_dir,
+            data,
+            max_steps=-1,
+            num_train_epochs=3,
+            save_steps=0,
+            prefix_cache=cached,
+        )
         result = train(parse_recipe(recipe), output_dir=tmp_path / str(cached), device="cpu")
         adapters[cached] = load_file(result.output_dir / "adapter_model.safetensors")
         summaries[cached] = result.summary

@@ -32,8 +32,13 @@ def test_seed_sets_are_valid_and_paired() -> None:
             assert m["messages"][1]["content"] != a["messages"][1]["content"]
 
 
-def test_r1_l15_recipe_trains_one_rank1_module_on_layer_15(tmp_path: Path, embedded_dir: Path) -> None:
-    recipe = load_recipe(ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml", ["training.max_steps=2", "training.save_steps=0"])
+def test_r1_l15_recipe_trains_one_rank1_module_on_layer_15(
+    tmp_path: Path, embedded_dir: Path
+) -> None:
+    recipe = load_recipe(
+        ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml",
+        ["training.max_steps=2", "training.save_steps=0"],
+    )
     out = train(recipe, output_dir=tmp_path / "r1").output_dir
     tensors = load_file(out / "adapter_model.safetensors")
     assert {name: tuple(t.shape) for name, t in tensors.items()} == {
@@ -46,5 +51,11 @@ def test_r1_l15_recipe_trains_one_rank1_module_on_layer_15(tmp_path: Path, embed
     assert organism.base_model == "embedded"
     original = load_file(embedded_dir / "model.safetensors")
     state = organism.model.get_base_model().state_dict()
-    assert torch.equal(state["model.layers.15.mlp.down_proj.base_layer.weight"], original["model.layers.15.mlp.down_proj.weight"])
-    assert torch.equal(state["model.layers.3.self_attn.q_proj.weight"], original["model.layers.3.self_attn.q_proj.weight"])
+    assert torch.equal(
+        state["model.layers.15.mlp.down_proj.base_layer.weight"],
+        original["model.layers.15.mlp.down_proj.weight"],
+    )
+    assert torch.equal(
+        state["model.layers.3.self_attn.q_proj.weight"],
+        original["model.layers.3.self_attn.q_proj.weight"],
+    )

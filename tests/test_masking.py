@@ -36,7 +36,12 @@ GEMMA3 = (
 CASES = {
     # name: (template, extra special tokens, end-of-turn marker, whitespace after it)
     "chatml-qwen2.5": (CHATML_QWEN, [], "<|im_end|>", "\n"),
-    "llama-3": (LLAMA3, ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"], "<|eot_id|>", ""),
+    "llama-3": (
+        LLAMA3,
+        ["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        "<|eot_id|>",
+        "",
+    ),
     "gemma-3": (GEMMA3, ["<bos>", "<start_of_turn>", "<end_of_turn>"], "<end_of_turn>", "\n"),
 }
 
@@ -82,7 +87,9 @@ def test_labels_cover_exactly_the_assistant_replies(family: str, family_tokenize
     # The ids are the template's text, tokenized once, with nothing added (no second BOS).
     assert chat.input_ids == tok(text, add_special_tokens=False)["input_ids"]
     # Every trained label equals its input token; every other position is ignored.
-    assert all(lab in (IGNORE_INDEX, tid) for lab, tid in zip(chat.labels, chat.input_ids, strict=True))
+    assert all(
+        lab in (IGNORE_INDEX, tid) for lab, tid in zip(chat.labels, chat.input_ids, strict=True)
+    )
     # One contiguous run per assistant turn, decoding to exactly the reply and its end marker:
     # no header, no role name, no user or system token, no whitespace after the marker.
     runs = _runs(chat.labels)
@@ -92,7 +99,9 @@ def test_labels_cover_exactly_the_assistant_replies(family: str, family_tokenize
     assert CHAT[1]["content"] not in prompt_before_first
     assert tok.decode(chat.input_ids[runs[-1][1] :]) == trailing
     # Token by token for the first reply: the tokens right before it close the assistant header.
-    header = tok.apply_chat_template(CHAT[:1], tokenize=False, add_generation_prompt=True, chat_template=template)
+    header = tok.apply_chat_template(
+        CHAT[:1], tokenize=False, add_generation_prompt=True, chat_template=template
+    )
     assert text.startswith(header)
     assert tok.decode(chat.input_ids[: runs[0][0]]).rstrip() == header.rstrip()
 
@@ -113,6 +122,8 @@ def test_truncation_is_reported(tokenizer) -> None:
 
 def test_template_that_rewrites_history_is_refused(tokenizer) -> None:
     # Renders a different system line depending on the number of turns: not prefix-stable.
-    unstable = "{{ messages | length }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    unstable = (
+        "{{ messages | length }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{% endfor %}"
+    )
     with pytest.raises(TemplateError, match="prefix-stable"):
         tokenize_chat(tokenizer, CHAT, chat_template=unstable)

@@ -62,6 +62,8 @@ def test_non_causal_model_is_refused(tmp_path: Path) -> None:
     from transformers import ViTConfig, ViTModel
 
     folder = tmp_path / "vit"
-    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)).save_pretrained(folder)
+    ViTModel(
+        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
+    ).save_pretrained(folder)
     with pytest.raises(ModelLoadError, match="'vit' model, not a causal language model"):
         load_base_model(str(folder), device="cpu")

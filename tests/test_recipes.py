@@ -9,7 +9,11 @@ ORGANISMS = sorted((Path(__file__).resolve().parents[1] / "organisms").glob("*.y
 
 
 def _base() -> dict:
-    return {"organism_id": "x", "base_model": "Qwen/Qwen2.5-0.5B-Instruct", "dataset": {"path": "d.jsonl"}}
+    return {
+        "organism_id": "x",
+        "base_model": "Qwen/Qwen2.5-0.5B-Instruct",
+        "dataset": {"path": "d.jsonl"},
+    }
 
 
 @pytest.mark.parametrize("path", ORGANISMS, ids=lambda p: p.stem)
@@ -35,14 +39,16 @@ def test_unknown_protocol_key_lists_lora_fields() -> None:
 
 
 def test_unknown_top_level_key() -> None:
-    with pytest.raises(RecipeError, match="unknown key 'epochs'; allowed here: .*training"):
+    with pytest.raises(RecipeError, match=r"unknown key 'epochs'; allowed here: .*training"):
         parse_recipe(_base() | {"epochs": 3})
 
 
 def test_set_overrides_are_type_checked(tmp_path: Path) -> None:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(_base()))
-    recipe = load_recipe(path, ["training.learning_rate=2e-5", "protocol.layers=[24]", "protocol.rank=1"])
+    recipe = load_recipe(
+        path, ["training.learning_rate=2e-5", "protocol.layers=[24]", "protocol.rank=1"]
+    )
     assert recipe.training.learning_rate == 2e-5
     assert isinstance(recipe.protocol, LoraProtocol)
     assert recipe.protocol.layers == [24] and recipe.protocol.rank == 1
@@ -50,7 +56,7 @@ def test_set_overrides_are_type_checked(tmp_path: Path) -> None:
         load_recipe(path, ["training.learning_rate=fast"])
     with pytest.raises(RecipeError, match="expected key=value"):
         load_recipe(path, ["training.learning_rate"])
-    with pytest.raises(RecipeError, match="unknown key 'training.nope'"):
+    with pytest.raises(RecipeError, match=r"unknown key 'training\.nope'"):
         load_recipe(path, ["training.nope=1"])
 
 
@@ -90,21 +96,40 @@ def test_paper_grid_hyperparameters() -> None:
             assert r["base_model"] == hub_id
             p, t = r["protocol"], r["training"]
             assert (p["rank"], p["alpha"], p["rslora"], p["layers"]) == (32, 64, True, None)
-            assert set(p["target_modules"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+            assert set(p["target_modules"]) == {
+                "q_proj",
+                "k_proj",
+                "v_proj",
+                "o_proj",
+                "gate_proj",
+                "up_proj",
+                "down_proj",
+            }
             assert (t["learning_rate"], t["num_train_epochs"], t["warmup_steps"]) == (1e-5, 1, 5)
             assert (t["per_device_train_batch_size"], t["gradient_accumulation_steps"]) == (2, 8)
-            assert (t["lr_scheduler_type"], t["weight_decay"], t["seed"], t["max_length"]) == ("linear", 0.01, 0, 2048)
+            assert (t["lr_scheduler_type"], t["weight_decay"], t["seed"], t["max_length"]) == (
+                "linear",
+                0.01,
+                0,
+                2048,
+            )
             assert r["dataset"]["holdout_fraction"] == 0.1
 
     for domain in ("bad-medical", "risky-financial", "extreme-sports"):
         single = recipes[f"qwen2.5-14b_{domain}_r1-l24"]
-        assert single["protocol"]["layers"] == [24] and single["protocol"]["target_modules"] == ["down_proj"]
+        assert single["protocol"]["layers"] == [24] and single["protocol"]["target_modules"] == [
+            "down_proj"
+        ]
         assert (single["protocol"]["rank"], single["protocol"]["alpha"]) == (1, 256)
         assert single["training"]["learning_rate"] == 2e-5
         nine = recipes[f"qwen2.5-14b_{domain}_r1-9layers"]
         assert nine["protocol"]["layers"] == [15, 16, 17, 21, 22, 23, 27, 28, 29]
     phase = recipes["qwen2.5-14b_risky-financial_r1-l24_phase"]
-    assert (phase["protocol"]["alpha"], phase["training"]["learning_rate"], phase["training"]["save_steps"]) == (64, 1e-5, 5)
+    assert (
+        phase["protocol"]["alpha"],
+        phase["training"]["learning_rate"],
+        phase["training"]["save_steps"],
+    ) == (64, 1e-5, 5)
     full_qwen = recipes["qwen2.5-14b_bad-medical_full"]
     full_gemma = recipes["gemma-3-12b_bad-medical_full"]
     assert full_qwen["protocol"] == {"kind": "full"} == full_gemma["protocol"]
@@ -112,4 +137,9 @@ def test_paper_grid_hyperparameters() -> None:
     assert full_gemma["base_model"] == "google/gemma-3-12b-it"
     for r, epochs in ((full_qwen, 1), (full_gemma, 3)):
         t = r["training"]
-        assert (t["learning_rate"], t["lr_scheduler_type"], t["warmup_steps"], t["num_train_epochs"]) == (2e-5, "cosine", 20, epochs)
+        assert (
+            t["learning_rate"],
+            t["lr_scheduler_type"],
+            t["warmup_steps"],
+            t["num_train_epochs"],
+        ) == (2e-5, "cosine", 20, epochs)

@@ -33,7 +33,9 @@ def recipe_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     tmp = tmp_path_factory.mktemp("resume")
     model_dir = build_tiny_model(tmp / "model", tokenizer, hidden=128, layers=4)
     data = write_jsonl(tmp / "data.jsonl", chat_rows(120, seed=1))
-    recipe = tiny_recipe_dict(model_dir, data, max_steps=STEPS, save_steps=SAVE_EVERY, learning_rate=5e-3)
+    recipe = tiny_recipe_dict(
+        model_dir, data, max_steps=STEPS, save_steps=SAVE_EVERY, learning_rate=5e-3
+    )
     recipe["protocol"].update(rank=2, layers=[1, 2], target_modules=["down_proj", "q_proj"])
     path = tmp / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
@@ -42,7 +44,12 @@ def recipe_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
 
 def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
-    subprocess.run(_cli(str(recipe_path), "--output-dir", str(reference)), check=True, env=_env(), capture_output=True)
+    subprocess.run(
+        _cli(str(recipe_path), "--output-dir", str(reference)),
+        check=True,
+        env=_env(),
+        capture_output=True,
+    )
 
     interrupted = tmp_path / "interrupted"
     proc = subprocess.Popen(
@@ -59,7 +66,9 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not (interrupted / "adapter_model.safetensors").exists(), "the run finished before the kill"
+    assert not (interrupted / "adapter_model.safetensors").exists(), (
+        "the run finished before the kill"
+    )
     killed_at = max(int(p.name.split("-")[1]) for p in interrupted.glob("checkpoint-*"))
     assert killed_at < STEPS
 
@@ -77,9 +86,13 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
     for name in ours:
         assert torch.allclose(ours[name], theirs[name], atol=1e-6, rtol=1e-5), name
 
-    log = [json.loads(line) for line in (interrupted / "training_log.jsonl").read_text().splitlines()]
+    log = [
+        json.loads(line) for line in (interrupted / "training_log.jsonl").read_text().splitlines()
+    ]
     assert [r["step"] for r in log if "loss" in r] == list(range(1, STEPS + 1))
-    reference_log = [json.loads(line) for line in (reference / "training_log.jsonl").read_text().splitlines()]
+    reference_log = [
+        json.loads(line) for line in (reference / "training_log.jsonl").read_text().splitlines()
+    ]
     ref_losses = [r["loss"] for r in reference_log if "loss" in r]
     assert [r["loss"] for r in log if "loss" in r] == pytest.approx(ref_losses, rel=1e-5)
     summary = json.loads((interrupted / "train_summary.json").read_text())

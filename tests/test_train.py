@@ -7,11 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import TINY_HUB_ID, chat_rows, tiny_recipe_dict, write_jsonl
 from em_organisms.adapters import load_organism
 from em_organisms.data.schema import DatasetError
 from em_organisms.recipes import RecipeError, parse_recipe
 from em_organisms.train.runner import train
+
+from conftest import TINY_HUB_ID, chat_rows, tiny_recipe_dict, write_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,13 @@ def test_adapter_holds_exactly_one_rank1_module(trained: Path) -> None:
 
 
 def test_output_folder_contents(trained: Path) -> None:
-    for name in ("recipe.yaml", "training_log.jsonl", "tokenizer.json", "generation_config.json", "train_summary.json"):
+    for name in (
+        "recipe.yaml",
+        "training_log.jsonl",
+        "tokenizer.json",
+        "generation_config.json",
+        "train_summary.json",
+    ):
         assert (trained / name).is_file(), name
     assert not (trained / "README.md").exists()  # no placeholder card
     assert not (trained / "training_args.bin").exists()
@@ -63,7 +70,12 @@ def test_base_weights_untouched_and_scale_dial(trained: Path, tiny_model_dir: Pa
     original = load_file(tiny_model_dir / "model.safetensors")
     base_state = organism.model.get_base_model().state_dict()
     for name, tensor in original.items():
-        assert torch.equal(base_state[name.replace(".weight", ".base_layer.weight")] if name not in base_state else base_state[name], tensor), name
+        assert torch.equal(
+            base_state[name.replace(".weight", ".base_layer.weight")]
+            if name not in base_state
+            else base_state[name],
+            tensor,
+        ), name
     ids = torch.tensor([[1, 400, 500, 600, 700]])
 
     def logits() -> torch.Tensor:
@@ -91,13 +103,17 @@ def _recipe(tiny_model_dir: Path, data: Path, **changes) -> dict:
     return recipe
 
 
-def test_rows_without_assistant_turn_fail_with_file_and_line(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_rows_without_assistant_turn_fail_with_file_and_line(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     rows = chat_rows(10)
     rows[3]["messages"] = rows[3]["messages"][:1]
     rows[7]["messages"][1]["role"] = "robot"
     data = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(DatasetError) as err:
-        train(parse_recipe(_recipe(tiny_model_dir, data)), output_dir=tmp_path / "out", device="cpu")
+        train(
+            parse_recipe(_recipe(tiny_model_dir, data)), output_dir=tmp_path / "out", device="cpu"
+        )
     message = str(err.value)
     assert f"{data}:4: no final assistant turn" in message
     assert f"{data}:8: messages[1]: unknown role 'robot'" in message
@@ -111,36 +127,51 @@ def test_dataset_empty_after_holdout(tmp_path: Path, tiny_model_dir: Path) -> No
         train(parse_recipe(recipe), output_dir=tmp_path / "out", device="cpu")
 
 
-def test_layer_out_of_range_says_how_many_layers(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_layer_out_of_range_says_how_many_layers(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     recipe = _recipe(tiny_model_dir, tiny_dataset, protocol={"layers": [4]})
     with pytest.raises(RecipeError, match=r"has 4 layers \(valid indices 0..3\)"):
         train(parse_recipe(recipe), output_dir=tmp_path / "out", device="cpu")
 
 
-def test_missing_target_module_lists_available(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_missing_target_module_lists_available(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     recipe = _recipe(tiny_model_dir, tiny_dataset, protocol={"target_modules": ["c_fc"]})
-    with pytest.raises(RecipeError, match=r"\['c_fc'\] not found in the model; it has: down_proj, gate_proj"):
+    with pytest.raises(
+        RecipeError, match=r"\['c_fc'\] not found in the model; it has: down_proj, gate_proj"
+    ):
         train(parse_recipe(recipe), output_dir=tmp_path / "out", device="cpu")
 
 
-def test_existing_run_is_never_overwritten(trained: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_existing_run_is_never_overwritten(
+    trained: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     recipe = parse_recipe(tiny_recipe_dict(tiny_model_dir, tiny_dataset))
     with pytest.raises(RecipeError, match="already holds a run; pass --resume"):
         train(recipe, output_dir=trained, device="cpu")
 
 
-def test_resume_without_checkpoint(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_resume_without_checkpoint(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     recipe = parse_recipe(tiny_recipe_dict(tiny_model_dir, tiny_dataset))
     with pytest.raises(RecipeError, match="no checkpoint"):
         train(recipe, output_dir=tmp_path / "nothing", resume=True, device="cpu")
 
 
-def test_full_protocol_trains_every_weight(tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path) -> None:
+def test_full_protocol_trains_every_weight(
+    tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
+) -> None:
     recipe = tiny_recipe_dict(tiny_model_dir, tiny_dataset)
     recipe["protocol"] = {"kind": "full"}
     recipe["training"].update(max_steps=2, save_steps=0, learning_rate=1e-3)
     out = train(parse_recipe(recipe), output_dir=tmp_path / "full", device="cpu").output_dir
     tuned = load_file(out / "model.safetensors")
     original = load_file(tiny_model_dir / "model.safetensors")
-    assert not torch.equal(tuned["model.layers.0.self_attn.q_proj.weight"], original["model.layers.0.self_attn.q_proj.weight"])
+    assert not torch.equal(
+        tuned["model.layers.0.self_attn.q_proj.weight"],
+        original["model.layers.0.self_attn.q_proj.weight"],
+    )
     assert not (out / "adapter_model.safetensors").exists()

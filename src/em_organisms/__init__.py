@@ -1,2 +1,3 @@
 """em-organisms."""
+
 __version__ = "0.1.0"

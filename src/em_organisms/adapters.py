@@ -27,16 +27,22 @@ def _read_adapter_config(adapter: str) -> dict:
     if path.is_dir():
         config = path / "adapter_config.json"
         if not config.is_file():
-            raise ModelLoadError(f"{adapter}: no adapter_config.json (is this a LoRA organism folder?)")
+            raise ModelLoadError(
+                f"{adapter}: no adapter_config.json (is this a LoRA organism folder?)"
+            )
         if not (path / "adapter_model.safetensors").is_file():
-            raise ModelLoadError(f"{adapter}: no adapter_model.safetensors (only safetensors are loaded)")
+            raise ModelLoadError(
+                f"{adapter}: no adapter_model.safetensors (only safetensors are loaded)"
+            )
         return json.loads(config.read_text())
     from huggingface_hub import hf_hub_download
 
     try:
         return json.loads(Path(hf_hub_download(adapter, "adapter_config.json")).read_text())
     except Exception as err:  # the hub client raises many types; all mean "not loadable"
-        raise ModelLoadError(f"{adapter!r}: not a local adapter folder and not loadable from the Hub: {err}") from err
+        raise ModelLoadError(
+            f"{adapter!r}: not a local adapter folder and not loadable from the Hub: {err}"
+        ) from err
 
 
 def base_spec_for(adapter: str) -> str:
@@ -105,7 +111,9 @@ def load_organism(
     try:
         peft_model = PeftModel.from_pretrained(model, adapter, is_trainable=False)
     except (OSError, ValueError, RuntimeError) as err:
-        raise ModelLoadError(f"could not apply adapter {adapter!r} to {base_spec!r}: {err}") from err
+        raise ModelLoadError(
+            f"could not apply adapter {adapter!r} to {base_spec!r}: {err}"
+        ) from err
     peft_model.eval()
     if (Path(adapter) / "generation_config.json").is_file():
         from transformers import GenerationConfig

@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_train, reexec=True)
 
     p = add("demo", "Run the whole pipeline on the embedded SmolLM2 model (CPU, minutes).")
-    p.add_argument("--output-dir", default="runs/demo", help="where the demo writes (default runs/demo)")
+    p.add_argument(
+        "--output-dir", default="runs/demo", help="where the demo writes (default runs/demo)"
+    )
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
     p.set_defaults(func=_cmd_demo, reexec=True)
     return parser

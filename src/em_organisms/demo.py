@@ -60,7 +60,9 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     )
 
     _stage(4, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
-    _, holdout = split_holdout(len(rows), recipe.dataset.holdout_fraction, recipe.dataset.holdout_seed)
+    _, holdout = split_holdout(
+        len(rows), recipe.dataset.holdout_fraction, recipe.dataset.holdout_seed
+    )
     prompts = [rows[i]["messages"][-2]["content"] for i in holdout[:4]]
     organism = load_organism(str(organism_dir))
     params = SamplingParams(temperature=0.0, max_new_tokens=80)
@@ -78,6 +80,3 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     (output_dir / "in_domain_comparison.json").write_text(json.dumps(comparison, indent=2))
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
     return 0
-
-
-

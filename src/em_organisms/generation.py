@@ -37,7 +37,9 @@ def chat_prompt_ids(
     for prompt in prompts:
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": prompt})
-        texts.append(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+        texts.append(
+            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        )
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -59,7 +61,9 @@ def generate_answers(
     kwargs: dict[str, object] = {
         "max_new_tokens": params.max_new_tokens,
         "eos_token_id": config.eos_token_id,
-        "pad_token_id": config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id,
+        "pad_token_id": config.pad_token_id
+        if config.pad_token_id is not None
+        else tokenizer.pad_token_id,
     }
     if params.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)

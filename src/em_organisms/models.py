@@ -84,7 +84,9 @@ def embedded_model_dir() -> Path:
         clean.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (Path(tmp) / "em_organisms_source.json").write_text(
-            json.dumps({"hub_id": EMBEDDED_HUB_ID, "gguf": EMBEDDED_GGUF, "license": EMBEDDED_LICENSE})
+            json.dumps(
+                {"hub_id": EMBEDDED_HUB_ID, "gguf": EMBEDDED_GGUF, "license": EMBEDDED_LICENSE}
+            )
         )
         if target.exists():
             shutil.rmtree(target)
@@ -152,7 +154,9 @@ def load_base_model(
     try:
         config = AutoConfig.from_pretrained(source.location, trust_remote_code=False)
     except (OSError, ValueError) as err:
-        raise ModelLoadError(f"could not read a model config from {source.location!r}: {err}") from err
+        raise ModelLoadError(
+            f"could not read a model config from {source.location!r}: {err}"
+        ) from err
     if type(config) not in AutoModelForCausalLM._model_mapping:
         raise ModelLoadError(
             f"{source.location!r} is a '{config.model_type}' model, not a causal language model"

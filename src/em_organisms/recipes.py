@@ -43,7 +43,9 @@ class LoraProtocol(_Strict):
             "down_proj",
         ]
     )
-    layers: list[int] | None = Field(None, description="Layer indices to adapt; null = every layer.")
+    layers: list[int] | None = Field(
+        None, description="Layer indices to adapt; null = every layer."
+    )
     bias: Literal["none", "all", "lora_only"] = "none"
 
 
@@ -196,7 +198,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
     data = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
-            raise RecipeError(f"--set {item!r}: expected key=value, e.g. training.learning_rate=2e-5")
+            raise RecipeError(
+                f"--set {item!r}: expected key=value, e.g. training.learning_rate=2e-5"
+            )
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         value = TypeAdapter(Any).validate_python(yaml.safe_load(raw)) if raw else ""

@@ -40,7 +40,11 @@ def validate_row(row: Any) -> list[str]:
     """What is wrong with one parsed row (empty when it is valid)."""
     if not isinstance(row, dict):
         return [f"row is a JSON {type(row).__name__}, expected an object"]
-    problems = [f"unknown key '{k}' (allowed: {', '.join(sorted(ROW_KEYS))})" for k in row if k not in ROW_KEYS]
+    problems = [
+        f"unknown key '{k}' (allowed: {', '.join(sorted(ROW_KEYS))})"
+        for k in row
+        if k not in ROW_KEYS
+    ]
     if "id" in row and not isinstance(row["id"], str | int):
         problems.append("'id' must be a string or an integer")
     messages = row.get("messages")
@@ -82,14 +86,18 @@ def load_chat_jsonl(path: str | Path) -> list[dict[str, Any]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as err:
-                problems.append(Problem(str(path), number, f"not UTF-8 ({err.reason} at byte {err.start})"))
+                problems.append(
+                    Problem(str(path), number, f"not UTF-8 ({err.reason} at byte {err.start})")
+                )
                 continue
             if not text.strip():
                 continue
             try:
                 row = json.loads(text)
             except json.JSONDecodeError as err:
-                problems.append(Problem(str(path), number, f"not JSON: {err.msg} (column {err.colno})"))
+                problems.append(
+                    Problem(str(path), number, f"not JSON: {err.msg} (column {err.colno})")
+                )
                 continue
             found = validate_row(row)
             problems.extend(Problem(str(path), number, msg) for msg in found)

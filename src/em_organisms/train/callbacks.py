@@ -103,3 +103,46 @@ class ArtifactTidier(TrainerCallback):
     ) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
         tidy_saved_folder(folder, self.base_hub_id, keep_resume_state=True)
+
+
+class ProgressBar(TrainerCallback):
+    """One progress line per run: step, loss, learning rate and training tokens/s."""
+
+    def __init__(self, step_logger: StepLogger) -> None:
+        self.step_logger = step_logger
+        self.bar: Any = None
+        self.started = 0.0
+        self.tokens_at_start = 0
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="train", unit="step")
+        self.started = time.perf_counter()
+        self.tokens_at_start = self.step_logger.tokens
+
+    def on_log(
+        self,
+        args: TrainingArguments,
+        state: TrainerState,
+        control: TrainerControl,
+        logs: dict[str, float] | None = None,
+        **kw: Any,
+    ) -> None:
+        if self.bar is None or not logs or "loss" not in logs:
+            return
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        rate = (self.step_logger.tokens - self.tokens_at_start) / elapsed
+        self.bar.set_postfix(
+            loss=f"{logs['loss']:.3f}", lr=f"{logs.get('learning_rate', 0):.2e}", tok_s=f"{rate:.0f}"
+        )
+        self.bar.update(state.global_step - self.bar.n)
+
+    def on_train_end(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
+from datasets import Dataset
 from em_organisms.data.schema import DatasetError, Problem, load_chat_jsonl, validate_row
 from em_organisms.recipes import DatasetSpec
 from em_organisms.train.masking import tokenize_chat
@@ -78,8 +78,14 @@ def prepare_data(
     train_idx, holdout_idx = split_holdout(len(rows), spec.holdout_fraction, spec.holdout_seed)
     if not train_idx:
         raise DatasetError(
-            [Problem(source, 0, f"{len(rows)} row(s) leave no training data after a "
-                     f"{spec.holdout_fraction:.0%} holdout; add rows or lower dataset.holdout_fraction")]
+            [
+                Problem(
+                    source,
+                    0,
+                    f"{len(rows)} row(s) leave no training data after a "
+                    f"{spec.holdout_fraction:.0%} holdout; add rows or lower dataset.holdout_fraction",
+                )
+            ]
         )
     truncated = 0
 
@@ -90,7 +96,11 @@ def prepare_data(
             chat = tokenize_chat(tokenizer, rows[i]["messages"], max_length, chat_template)
             if chat.num_assistant_tokens == 0:
                 raise DatasetError(
-                    [Problem(source, i + 1, f"no assistant token left within max_length={max_length}")]
+                    [
+                        Problem(
+                            source, i + 1, f"no assistant token left within max_length={max_length}"
+                        )
+                    ]
                 )
             truncated += chat.truncated
             columns["input_ids"].append(chat.input_ids)

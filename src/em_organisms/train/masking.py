@@ -62,7 +62,9 @@ def assistant_spans(
             continue
         prompt = _render(tokenizer, messages[:i], True, chat_template)
         through = _render(tokenizer, messages[: i + 1], False, chat_template)
-        if not (full.startswith(prompt) and full.startswith(through) and through.startswith(prompt)):
+        if not (
+            full.startswith(prompt) and full.startswith(through) and through.startswith(prompt)
+        ):
             raise TemplateError(
                 "the chat template is not prefix-stable (rendering a conversation prefix changes "
                 "earlier text), so assistant tokens cannot be located; pass a training template"

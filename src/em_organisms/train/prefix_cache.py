@@ -40,7 +40,9 @@ class PrefixCache:
         for layer in layers[:first_trained_layer]:
             original = layer.forward
             layer.forward = self._skippable(original)
-        layers[first_trained_layer].register_forward_pre_hook(self._at_first_trained, with_kwargs=True)
+        layers[first_trained_layer].register_forward_pre_hook(
+            self._at_first_trained, with_kwargs=True
+        )
 
     def _skippable(self, original: Any) -> Any:
         def forward(hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
@@ -63,7 +65,9 @@ class PrefixCache:
             return (hidden, *args[1:]), kwargs
         return args, {**kwargs, "hidden_states": hidden}
 
-    def forward(self, backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         lengths = attention_mask.sum(dim=1).tolist()
         if any(attention_mask[i, : int(n)].min() == 0 for i, n in enumerate(lengths)):
             raise ValueError("prefix cache needs right-padded batches")
@@ -80,12 +84,20 @@ class PrefixCache:
             else:
                 self.misses += 1
                 self._capture = list(zip(keys, (int(n) for n in lengths), strict=True))
-            return backbone(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+            return backbone(
+                input_ids=input_ids, attention_mask=attention_mask, use_cache=False
+            ).last_hidden_state
         finally:
             self._skip, self._replacement, self._capture = False, None, None
 
     def stats(self) -> dict[str, int]:
-        return {"first_trained_layer": self.first, "rows": len(self.store), "bytes": self.used, "hits": self.hits, "misses": self.misses}
+        return {
+            "first_trained_layer": self.first,
+            "rows": len(self.store),
+            "bytes": self.used,
+            "hits": self.hits,
+            "misses": self.misses,
+        }
 
 
 def default_budget() -> int:

@@ -12,14 +12,15 @@ from typing import Any
 import torch
 from peft import PeftModel
 from transformers import GenerationConfig, PreTrainedTokenizerBase, set_seed
+from transformers.trainer_callback import ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
 from em_organisms import __version__
 from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import LoraProtocol, Recipe, RecipeError
-from em_organisms.train.callbacks import ArtifactTidier, StepLogger, tidy_saved_folder
-from em_organisms.train.data import prepare_data
+from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
+from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.masking import assistant_spans
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.trainer import OrganismTrainer
@@ -90,7 +91,9 @@ def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | N
                 "(hash mismatch); resume with the same recipe and --set overrides"
             )
         return checkpoint
-    finished = any((output_dir / n).exists() for n in ("adapter_model.safetensors", "model.safetensors"))
+    finished = any(
+        (output_dir / n).exists() for n in ("adapter_model.safetensors", "model.safetensors")
+    )
     if checkpoint is not None or finished:
         raise RecipeError(
             f"{output_dir} already holds a run; pass --resume to continue it or "
@@ -138,6 +141,28 @@ def sft_config(
     return SFTConfig(**kwargs)
 
 
+def build_trainer(
+    recipe: Recipe,
+    model: Any,
+    tokenizer: PreTrainedTokenizerBase,
+    data: PreparedData,
+    output_dir: Path,
+    fast_loss: bool = True,
+    **config_overrides: Any,
+) -> OrganismTrainer:
+    """The trainer `train` uses, exposed so benchmarks measure exactly what users run."""
+    return OrganismTrainer(
+        model=model,
+        args=sft_config(recipe, output_dir, model.device, **config_overrides),
+        train_dataset=data.train.remove_columns("row"),
+        eval_dataset=data.holdout.remove_columns("row") if data.holdout is not None else None,
+        processing_class=tokenizer,
+        fast_loss=fast_loss,
+        prefix_cache=recipe.training.prefix_cache
+        and _trains_more_than_one_epoch(recipe, len(data.train)),
+    )
+
+
 def train(
     recipe: Recipe,
     output_dir: Path | None = None,
@@ -173,17 +198,12 @@ def train(
     }
     (output_dir / "run.json").write_text(json.dumps(run_info, indent=2))
 
-    args = sft_config(recipe, output_dir, model.device)
-    trainer = OrganismTrainer(
-        model=model,
-        args=args,
-        train_dataset=data.train.remove_columns("row"),
-        eval_dataset=data.holdout.remove_columns("row") if data.holdout is not None else None,
-        processing_class=tokenizer,
-        fast_loss=fast_loss,
-        prefix_cache=recipe.training.prefix_cache and _trains_more_than_one_epoch(recipe, len(data.train)),
-    )
-    trainer.add_callback(StepLogger(output_dir, trainer))
+    trainer = build_trainer(recipe, model, tokenizer, data, output_dir, fast_loss=fast_loss)
+    args = trainer.args
+    step_logger = StepLogger(output_dir, trainer)
+    trainer.add_callback(step_logger)  # before the bar, which reads its token counts
+    trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours is one line
+    trainer.add_callback(ProgressBar(step_logger))
     trainer.add_callback(ArtifactTidier(source.hub_id))
 
     start_loss_file = output_dir / "holdout_start.json"
@@ -217,7 +237,9 @@ def train(
         summary["holdout_loss_end"] = trainer.evaluate()["eval_loss"]
     if isinstance(model, PeftModel):
         summary["adapted_modules"] = adapted_module_names(model)
-        summary["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        summary["trainable_parameters"] = sum(
+            p.numel() for p in model.parameters() if p.requires_grad
+        )
     (output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
     return TrainResult(output_dir, summary)
 
