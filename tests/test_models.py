@@ -67,3 +67,18 @@ def test_non_causal_model_is_refused(tmp_path: Path) -> None:
     ).save_pretrained(folder)
     with pytest.raises(ModelLoadError, match="'vit' model, not a causal language model"):
         load_base_model(str(folder), device="cpu")
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    source = resolve_model("em-organisms-tests/does-not-exist")
+    assert not source.is_local and source.hub_id == "em-organisms-tests/does-not-exist"
+    with pytest.raises(ModelLoadError, match="em-organisms-tests/does-not-exist"):
+        load_base_model("em-organisms-tests/does-not-exist", device="cpu")
+
+
+def test_public_api_is_reexported() -> None:
+    import em_organisms
+
+    for name in ("load_recipe", "load_organism", "load_base_model", "Organism", "Recipe"):
+        assert hasattr(em_organisms, name)
