@@ -160,7 +160,10 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "train.json")
     parser.add_argument(
-        "--steps", type=int, default=0, help="ours: measured steps after 1 warm-up; 0 = the whole recipe"
+        "--steps",
+        type=int,
+        default=0,
+        help="ours: measured steps after 1 warm-up; 0 = the whole recipe",
     )
     parser.add_argument("--baseline-steps", type=int, default=2)
     parser.add_argument("--worker", help=argparse.SUPPRESS)

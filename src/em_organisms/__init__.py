@@ -2,9 +2,9 @@
 
 __version__ = "0.1.0"
 
-from em_organisms.adapters import Organism, load_organism  # noqa: E402
-from em_organisms.models import EMBEDDED, ModelLoadError, load_base_model, load_tokenizer  # noqa: E402
-from em_organisms.recipes import Recipe, RecipeError, load_recipe, parse_recipe  # noqa: E402
+from em_organisms.adapters import Organism, load_organism
+from em_organisms.models import EMBEDDED, ModelLoadError, load_base_model, load_tokenizer
+from em_organisms.recipes import Recipe, RecipeError, load_recipe, parse_recipe
 
 __all__ = [
     "EMBEDDED",

@@ -68,7 +68,7 @@ class TrainingSpec(_Strict):
     micro_batch_size: int | Literal["auto"] = Field(
         "auto",
         description="Samples per forward pass; changes speed and memory, not what is learnt. "
-        "auto = the whole effective batch on CPU, per_device_train_batch_size on GPU.",
+        "auto = up to 8 on CPU, per_device_train_batch_size on GPU.",
     )
     num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use epochs.")

