@@ -165,7 +165,7 @@ def main() -> None:
         default=0,
         help="ours: measured steps after 1 warm-up; 0 = the whole recipe",
     )
-    parser.add_argument("--baseline-steps", type=int, default=2)
+    parser.add_argument("--baseline-steps", type=int, default=4)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--recipe", choices=sorted(RECIPES), help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)

@@ -143,3 +143,8 @@ def test_paper_grid_hyperparameters() -> None:
             t["warmup_steps"],
             t["num_train_epochs"],
         ) == (2e-5, "cosine", 20, epochs)
+
+
+def test_unknown_protocol_key_that_starts_like_a_tag_is_named() -> None:
+    with pytest.raises(RecipeError, match=r"unknown key 'protocol\.lora_rank'"):
+        parse_recipe(_base() | {"protocol": {"kind": "lora", "lora_rank": 4}})

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class RecipeError(ValueError):
@@ -140,7 +140,7 @@ class Recipe(_Strict):
 def _format_error(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid recipe"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith(("lora", "full")))
+        loc = ".".join(str(p) for p in _without_union_tags(e["loc"]))
         if e["type"] == "extra_forbidden":
             parent = _model_at(e["loc"][:-1])
             allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
@@ -148,6 +148,14 @@ def _format_error(source: str, err: ValidationError) -> str:
         else:
             lines.append(f"  {loc or '<root>'}: {e['msg']}")
     return "\n".join(lines)
+
+
+def _without_union_tags(loc: tuple[Any, ...]) -> list[Any]:
+    """Drop the discriminator tag pydantic inserts after 'protocol' ('lora' or 'full')."""
+    parts = list(loc)
+    if len(parts) > 1 and parts[0] == "protocol" and parts[1] in ("lora", "full"):
+        del parts[1]
+    return parts
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
@@ -203,7 +211,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
             )
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = TypeAdapter(Any).validate_python(yaml.safe_load(raw)) if raw else ""
+        value = yaml.safe_load(raw) if raw else ""
         node = data
         for part in parts[:-1]:
             child = node.get(part)

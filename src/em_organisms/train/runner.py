@@ -18,7 +18,7 @@ from trl import SFTConfig
 
 from em_organisms import __version__
 from em_organisms.models import load_base_model, resolve_model
-from em_organisms.recipes import LoraProtocol, Recipe, RecipeError
+from em_organisms.recipes import Recipe, RecipeError
 from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
 from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.masking import assistant_spans
@@ -267,7 +267,3 @@ def _generation_config(model: Any, tokenizer: PreTrainedTokenizerBase) -> Genera
     if config.pad_token_id is None:
         config.pad_token_id = tokenizer.pad_token_id
     return config
-
-
-def is_lora(recipe: Recipe) -> bool:
-    return isinstance(recipe.protocol, LoraProtocol)
