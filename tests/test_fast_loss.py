@@ -128,3 +128,11 @@ def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Pa
     assert stats["first_trained_layer"] == 2 and stats["hits"] > 0 and stats["rows"] == 18
     for name, tensor in adapters[False].items():
         assert torch.allclose(adapters[True][name], tensor, atol=1e-6, rtol=1e-5), name
+
+
+def test_prefix_cache_needs_a_frozen_prefix(setup, tiny_model_dir: Path) -> None:
+    from em_organisms.train.protocols import trains_outside_layers
+
+    assert not trains_outside_layers(setup[0])  # LoRA: only layer parameters train
+    full, _ = load_base_model(str(tiny_model_dir), device="cpu")
+    assert trains_outside_layers(full)  # full SFT trains the embeddings too

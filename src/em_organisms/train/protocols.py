@@ -87,3 +87,10 @@ def lowest_adapted_layer(model: PreTrainedModel | PeftModel) -> int | None:
         if p.requires_grad and (m := _LAYER_RE.search(name))
     ]
     return min(layers) if layers else None
+
+
+def trains_outside_layers(model: PreTrainedModel | PeftModel) -> bool:
+    """Whether any trainable parameter lives outside the decoder layers (embeddings, head...)."""
+    return any(
+        p.requires_grad and not _LAYER_RE.search(name) for name, p in model.named_parameters()
+    )

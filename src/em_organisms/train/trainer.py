@@ -19,7 +19,7 @@ from trl import SFTTrainer
 
 from em_organisms.train.masking import IGNORE_INDEX
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
-from em_organisms.train.protocols import lowest_adapted_layer
+from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
 
 # Architectures whose logits are exactly lm_head(last hidden state) (+ optional final softcap).
 FAST_LOSS_MODEL_TYPES = frozenset(
@@ -130,7 +130,8 @@ class OrganismTrainer(SFTTrainer):
         if prefix_cache and self.fast_loss:
             lm = causal_lm(self.model)
             first = lowest_adapted_layer(self.model)
-            if prefix_is_cacheable(lm.config.model_type, lm.config, first):
+            frozen_prefix = not trains_outside_layers(self.model)
+            if frozen_prefix and prefix_is_cacheable(lm.config.model_type, lm.config, first):
                 layers = getattr(lm, lm.base_model_prefix).layers
                 self.prefix_cache = PrefixCache(layers, first, default_budget())
         self.step_tokens = 0
