@@ -136,3 +136,43 @@ def test_prefix_cache_needs_a_frozen_prefix(setup, tiny_model_dir: Path) -> None
     assert not trains_outside_layers(setup[0])  # LoRA: only layer parameters train
     full, _ = load_base_model(str(tiny_model_dir), device="cpu")
     assert trains_outside_layers(full)  # full SFT trains the embeddings too
+
+
+def test_fused_lora_forward_matches_peft(tiny_model_dir: Path) -> None:
+    """The cheaper LoRA forward gives PEFT's outputs and gradients, and the scale dial still works."""
+    from em_organisms.adapters import Organism
+    from em_organisms.train.fused_lora import fuse_lora_linears
+
+    def build():
+        model, tokenizer = load_base_model(str(tiny_model_dir), device="cpu")
+        torch.manual_seed(1)
+        model = get_peft_model(model, lora_config(LoraProtocol(rank=4, alpha=8)))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                if "lora_B" in name:
+                    param.copy_(torch.randn_like(param) * 0.05)
+        return model, tokenizer
+
+    ids = torch.tensor([[1, 300, 400, 500, 600, 700, 800]])
+    reference, tokenizer = build()
+    fused, _ = build()
+    assert fuse_lora_linears(fused) == 7 * 4
+    outputs, grads = [], []
+    for model in (reference, fused):
+        model.train()
+        logits = model(input_ids=ids).logits
+        logits.square().mean().backward()
+        outputs.append(logits.detach())
+        grads.append([p.grad for p in model.parameters() if p.requires_grad])
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
+    for a, b in zip(*grads, strict=True):
+        assert torch.allclose(a, b, atol=1e-7, rtol=1e-4)
+    organisms = [Organism(m, tokenizer, "x", "x") for m in (reference, fused)]
+    with torch.no_grad(), organisms[0].scaled(5.0), organisms[1].scaled(5.0):
+        assert torch.allclose(
+            reference(input_ids=ids).logits, fused(input_ids=ids).logits, atol=1e-5
+        )
+    with torch.no_grad(), fused.disable_adapter():
+        base = fused(input_ids=ids).logits
+    with torch.no_grad(), reference.disable_adapter():
+        assert torch.allclose(reference(input_ids=ids).logits, base, atol=1e-6)

@@ -17,6 +17,7 @@ from torch import nn
 from transformers import PreTrainedModel
 from trl import SFTTrainer
 
+from em_organisms.train.fused_lora import fuse_lora_linears
 from em_organisms.train.masking import IGNORE_INDEX
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
@@ -127,6 +128,7 @@ class OrganismTrainer(SFTTrainer):
         super().__init__(*args, **kwargs)
         self.fast_loss = fast_loss and supports_fast_loss(self.model)
         self.prefix_cache: PrefixCache | None = None
+        self.fused_lora_layers = fuse_lora_linears(self.model) if fast_loss else 0
         if prefix_cache and self.fast_loss:
             lm = causal_lm(self.model)
             first = lowest_adapted_layer(self.model)
