@@ -9,7 +9,6 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import (
@@ -175,12 +174,3 @@ def load_base_model(
 def num_layers(model: PreTrainedModel) -> int:
     config = model.config.get_text_config()
     return int(config.num_hidden_layers)
-
-
-def describe(model: PreTrainedModel) -> dict[str, Any]:
-    return {
-        "model_type": model.config.model_type,
-        "num_layers": num_layers(model),
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "dtype": str(next(model.parameters()).dtype),
-    }

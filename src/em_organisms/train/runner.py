@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,6 @@ from em_organisms.train.masking import assistant_spans
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.trainer import OrganismTrainer
 
-log = logging.getLogger(__name__)
 REPO_ROOT = Path(__file__).resolve().parents[3]
 SUMMARY_NAME = "train_summary.json"
 CPU_MICRO_BATCH = 8
@@ -259,9 +257,10 @@ def _auto_device() -> torch.device:
 
 
 def _generation_config(model: Any, tokenizer: PreTrainedTokenizerBase) -> GenerationConfig:
-    config = GenerationConfig.from_model_config(model.config)
     if model.generation_config is not None:
         config = GenerationConfig(**model.generation_config.to_diff_dict())
+    else:
+        config = GenerationConfig.from_model_config(model.config)
     end_ids = chat_end_token_ids(tokenizer)
     config.eos_token_id = end_ids if len(end_ids) > 1 else end_ids[0]
     if config.pad_token_id is None:
