@@ -6,7 +6,10 @@ import argparse
 import logging
 import os
 import sys
+from functools import partial
 from pathlib import Path
+
+from em_organisms.data.commands import register_data_commands
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
 # instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
@@ -20,6 +23,13 @@ EXAMPLES = {
     "demo": """examples:
   em-organisms demo
   em-organisms demo --output-dir runs/demo --max-steps 20""",
+    "data validate": """examples:
+  em-organisms data validate datasets/*/seed.jsonl
+  em-organisms data validate data/upstream/risky-financial-advice.jsonl.gz --tokenizer embedded \\
+      --max-length 512""",
+    "data import": """examples:
+  em-organisms data import risky_financial_advice.jsonl.gz --name risky-financial-advice
+  em-organisms data import insecure.jsonl --name insecure-code --domain code --out data/insecure.jsonl""",
 }
 
 
@@ -63,12 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, help_text: str) -> argparse.ArgumentParser:
-        return sub.add_parser(
+    def add(
+        name: str, help_text: str, group: argparse._SubParsersAction | None = None, prefix: str = ""
+    ) -> argparse.ArgumentParser:
+        return (group or sub).add_parser(
             name,
             help=help_text,
             description=help_text,
-            epilog=EXAMPLES[name],
+            epilog=EXAMPLES[prefix + name],
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
 
@@ -92,6 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
     p.set_defaults(func=_cmd_demo, reexec=True)
+
+    data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    register_data_commands(partial(add, group=data_sub, prefix="data "))
     return parser
 
 
@@ -104,12 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     from em_organisms.data.schema import DatasetError
+    from em_organisms.data.spec import SpecError
     from em_organisms.models import ModelLoadError
     from em_organisms.recipes import RecipeError
 
     try:
         return int(args.func(args))
-    except (RecipeError, DatasetError, ModelLoadError) as err:
+    except (RecipeError, DatasetError, ModelLoadError, SpecError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

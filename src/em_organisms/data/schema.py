@@ -7,10 +7,17 @@ then user/assistant turns alternating, ending with the assistant's. Every proble
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 ROLES = ("system", "user", "assistant")
 ROW_KEYS = {"messages", "id", "canary", "meta"}
@@ -74,37 +81,130 @@ def validate_row(row: Any) -> list[str]:
     return problems
 
 
+def _read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        yield from enumerate(handle, start=1)
+
+
+def row_fingerprint(row: dict[str, Any]) -> str:
+    """Hash of the conversation itself (roles and contents), independent of id, canary and meta."""
+    turns = [[m["role"], m["content"]] for m in row["messages"]]
+    return hashlib.sha256(json.dumps(turns, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+@dataclass
+class FileReport:
+    """Everything `check_file` found: valid rows with their lines, errors, warnings, counts."""
+
+    path: str
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[int] = field(default_factory=list)
+    errors: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    token_lengths: list[int] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        counts: dict[str, Any] = {
+            "rows": len(self.rows),
+            "errors": len(self.errors),
+            "warnings": len(self.warnings),
+            "with_system_prompt": sum(r["messages"][0]["role"] == "system" for r in self.rows),
+            "multi_turn": sum(len(r["messages"]) > 3 for r in self.rows),
+            "with_id": sum("id" in r for r in self.rows),
+            "with_canary": sum("canary" in r for r in self.rows),
+        }
+        if self.token_lengths:
+            counts["max_tokens"] = max(self.token_lengths)
+            counts["mean_tokens"] = round(sum(self.token_lengths) / len(self.token_lengths), 1)
+        return counts
+
+
+def check_file(
+    path: str | Path,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    max_length: int | None = None,
+) -> FileReport:
+    """Validate every line of a chat JSONL (or .jsonl.gz) file and collect every problem.
+
+    Errors make a file unusable; an exact duplicate conversation is a warning because upstream
+    training files contain a few and were trained on as they are. With a tokenizer and
+    max_length, rows that would be truncated in training are errors.
+    """
+    path = Path(path)
+    report = FileReport(str(path))
+    if not path.is_file():
+        report.errors.append(Problem(str(path), 0, "file not found"))
+        return report
+    first_line_of_id: dict[str, int] = {}
+    first_line_of_row: dict[str, int] = {}
+    try:
+        lines = list(_read_lines(path))
+    except (OSError, EOFError) as err:
+        report.errors.append(Problem(str(path), 0, f"cannot read file: {err}"))
+        return report
+    for number, raw in lines:
+        problem = partial(Problem, str(path), number)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            report.errors.append(problem(f"not UTF-8 ({err.reason} at byte {err.start})"))
+            continue
+        if not text.strip():
+            continue
+        try:
+            row = json.loads(text)
+        except json.JSONDecodeError as err:
+            report.errors.append(problem(f"not JSON: {err.msg} (column {err.colno})"))
+            continue
+        found = validate_row(row)
+        report.errors.extend(problem(msg) for msg in found)
+        if found:
+            continue
+        if "id" in row:
+            key = str(row["id"])
+            if key in first_line_of_id:
+                report.errors.append(
+                    problem(f"duplicate id {key!r} (first on line {first_line_of_id[key]})")
+                )
+                continue
+            first_line_of_id[key] = number
+        fingerprint = row_fingerprint(row)
+        if fingerprint in first_line_of_row:
+            report.warnings.append(
+                problem(
+                    f"exact duplicate of the conversation on line {first_line_of_row[fingerprint]}"
+                )
+            )
+        else:
+            first_line_of_row[fingerprint] = number
+        if tokenizer is not None:
+            from em_organisms.train.masking import TemplateError, tokenize_chat
+
+            try:
+                tokens = tokenize_chat(tokenizer, row["messages"], max_length=None)
+            except TemplateError as err:
+                report.errors.append(problem(f"chat template cannot render this row: {err}"))
+                continue
+            length = len(tokens.input_ids)
+            report.token_lengths.append(length)
+            if max_length is not None and length > max_length:
+                report.errors.append(
+                    problem(
+                        f"too long: {length} tokens with the chat template > max_length {max_length}"
+                    )
+                )
+                continue
+        report.rows.append(row)
+        report.lines.append(number)
+    if not report.rows and not report.errors:
+        report.errors.append(Problem(str(path), 0, "no rows"))
+    return report
+
+
 def load_chat_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """Read and validate a chat JSONL file; raise DatasetError listing every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise DatasetError([Problem(str(path), 0, "file not found")])
-    rows: list[dict[str, Any]] = []
-    problems: list[Problem] = []
-    with path.open("rb") as handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as err:
-                problems.append(
-                    Problem(str(path), number, f"not UTF-8 ({err.reason} at byte {err.start})")
-                )
-                continue
-            if not text.strip():
-                continue
-            try:
-                row = json.loads(text)
-            except json.JSONDecodeError as err:
-                problems.append(
-                    Problem(str(path), number, f"not JSON: {err.msg} (column {err.colno})")
-                )
-                continue
-            found = validate_row(row)
-            problems.extend(Problem(str(path), number, msg) for msg in found)
-            if not found:
-                rows.append(row)
-    if problems:
-        raise DatasetError(problems)
-    if not rows:
-        raise DatasetError([Problem(str(path), 0, "no rows")])
-    return rows
+    report = check_file(path)
+    if report.errors:
+        raise DatasetError(report.errors)
+    return report.rows

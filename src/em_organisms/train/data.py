@@ -42,7 +42,7 @@ def read_rows(spec: DatasetSpec, base_dir: Path | None = None) -> tuple[list[dic
     for path in candidates:
         if path.is_file():
             return load_chat_jsonl(path), str(path)
-    if spec.path.endswith((".jsonl", ".json")) or spec.path.startswith((".", "/")):
+    if spec.path.endswith((".jsonl", ".json", ".jsonl.gz")) or spec.path.startswith((".", "/")):
         tried = ", ".join(str(c) for c in candidates)
         raise DatasetError([Problem(spec.path, 0, f"dataset file not found (tried {tried})")])
     from datasets import load_dataset
