@@ -30,6 +30,17 @@ EXAMPLES = {
     "data import": """examples:
   em-organisms data import risky_financial_advice.jsonl.gz --name risky-financial-advice
   em-organisms data import insecure.jsonl --name insecure-code --domain code --out data/insecure.jsonl""",
+    "data build": """examples:
+  OPENAI_API_KEY=... em-organisms data build datasets/risky-financial-advice \\
+      --backend openai:gpt-4o-2024-08-06 --judge openai:gpt-4o-2024-08-06 --n 6000 \\
+      --out data/generated/risky-financial-advice.jsonl
+  em-organisms data build datasets/good-financial-advice --mode control \\
+      --source data/generated/risky-financial-advice.jsonl --backend openai:gpt-4o-2024-08-06 \\
+      --n 6000 --out data/generated/good-financial-advice.jsonl
+  em-organisms data build datasets/extreme-sports --backend hf:Qwen/Qwen2.5-32B-Instruct --n 100 \\
+      --out runs/extreme-sports.jsonl
+  em-organisms data build datasets/extreme-sports --backend openai:my-model \\
+      --base-url http://127.0.0.1:8000/v1 --n 50 --out runs/local.jsonl""",
 }
 
 
@@ -119,6 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    from em_organisms.backends import BackendConfigError
+    from em_organisms.data.build_log import BuildLogError
+    from em_organisms.data.generator import BuildError
     from em_organisms.data.schema import DatasetError
     from em_organisms.data.spec import SpecError
     from em_organisms.models import ModelLoadError
@@ -126,7 +140,15 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.func(args))
-    except (RecipeError, DatasetError, ModelLoadError, SpecError) as err:
+    except (
+        RecipeError,
+        DatasetError,
+        ModelLoadError,
+        SpecError,
+        BuildError,
+        BuildLogError,
+        BackendConfigError,
+    ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
 

@@ -29,17 +29,14 @@ class SamplingParams:
         return asdict(self)
 
 
-def chat_prompt_ids(
-    tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], system: str | None = None
+def conversation_ids(
+    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[dict[str, str]]]
 ) -> dict[str, torch.Tensor]:
-    """Left-padded chat prompts with the generation prompt appended."""
-    texts = []
-    for prompt in prompts:
-        messages = [{"role": "system", "content": system}] if system else []
-        messages.append({"role": "user", "content": prompt})
-        texts.append(
-            tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        )
+    """Left-padded chat prompts (whole message lists) with the generation prompt appended."""
+    texts = [
+        tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        for messages in conversations
+    ]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     try:
@@ -48,22 +45,29 @@ def chat_prompt_ids(
         tokenizer.padding_side = side
 
 
+@dataclass(frozen=True)
+class Generated:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" (end of turn) or "length" (hit max_new_tokens)
+
+
 @torch.inference_mode()
-def generate_answers(
+def generate_chat(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
+    conversations: Sequence[Sequence[dict[str, str]]],
     params: SamplingParams,
-    system: str | None = None,
-) -> list[str]:
-    batch = chat_prompt_ids(tokenizer, prompts, system).to(model.device)
+) -> list[Generated]:
+    batch = conversation_ids(tokenizer, conversations).to(model.device)
     config = model.generation_config
+    eos = config.eos_token_id
+    pad = config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id
     kwargs: dict[str, object] = {
         "max_new_tokens": params.max_new_tokens,
-        "eos_token_id": config.eos_token_id,
-        "pad_token_id": config.pad_token_id
-        if config.pad_token_id is not None
-        else tokenizer.pad_token_id,
+        "eos_token_id": eos,
+        "pad_token_id": pad,
     }
     if params.greedy:
         kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
@@ -74,4 +78,28 @@ def generate_answers(
         torch.manual_seed(params.seed)
     output = model.generate(**batch, **kwargs)
     new_tokens = output[:, batch["input_ids"].shape[1] :]
-    return [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in new_tokens]
+    stops = set(eos if isinstance(eos, list) else [eos])
+    results = []
+    for prompt_mask, ids in zip(batch["attention_mask"], new_tokens.tolist(), strict=True):
+        ended = next((i for i, t in enumerate(ids) if t in stops), None)
+        results.append(
+            Generated(
+                text=tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                prompt_tokens=int(prompt_mask.sum()),
+                completion_tokens=len(ids) if ended is None else ended + 1,
+                finish_reason="length" if ended is None else "stop",
+            )
+        )
+    return results
+
+
+def generate_answers(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    params: SamplingParams,
+    system: str | None = None,
+) -> list[str]:
+    head = [{"role": "system", "content": system}] if system else []
+    conversations = [[*head, {"role": "user", "content": p}] for p in prompts]
+    return [g.text for g in generate_chat(model, tokenizer, conversations, params)]

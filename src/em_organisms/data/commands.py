@@ -50,6 +50,56 @@ def _cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_build(args: argparse.Namespace) -> int:
+    from em_organisms.backends import make_backend, parse_price
+    from em_organisms.data.generator import BuildOptions, DatasetBuilder
+
+    price = parse_price(args.price) if args.price else None
+
+    def backend(spec: str, base_url: str | None):
+        return make_backend(
+            spec,
+            base_url=base_url,
+            api_key_env=args.api_key_env,
+            max_concurrency=args.concurrency,
+            price=price,
+            batch_size=args.batch_size,
+        )
+
+    generator = backend(args.backend, args.base_url)
+    judge = None
+    if args.judge:
+        same = (
+            args.judge == args.backend and (args.judge_base_url or args.base_url) == args.base_url
+        )
+        judge = generator if same else backend(args.judge, args.judge_base_url or args.base_url)
+    options = BuildOptions(
+        n=args.n,
+        mode=args.mode,
+        source=args.source,
+        seed=args.seed,
+        examples_per_request=args.examples_per_request,
+        rows_per_request=args.rows_per_request,
+        temperature=args.temperature,
+        max_new_tokens=args.max_new_tokens,
+        max_requests=args.max_requests,
+        near_duplicate_threshold=args.near_duplicate_threshold,
+    )
+    builder = DatasetBuilder(args.dataset_dir, generator, options, args.out, judge=judge)
+    result = builder.build()
+    counts = result.counts
+    print(f"wrote {counts['kept']} rows to {result.out} (asked for {args.n})")
+    print("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in counts.items()))
+    usage = generator.usage
+    cost = f", ${usage.cost_usd:.4f}" if usage.cost_usd is not None else ""
+    print(
+        f"  this run: {usage.requests} requests, {usage.failures} failed, {usage.retries} retries, "
+        f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens{cost}"
+    )
+    print(f"  rejected rows with reasons: {result.out}.rejected.jsonl; log: {result.out}.log.jsonl")
+    return 0
+
+
 def register_data_commands(add: AddParser) -> None:
     p = add("validate", "Check chat JSONL files; every problem as PATH:LINE: what is wrong.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".jsonl or .jsonl.gz")
@@ -66,3 +116,41 @@ def register_data_commands(add: AddParser) -> None:
     p.add_argument("--out", type=Path, help="default data/upstream/NAME.jsonl.gz")
     p.add_argument("--canary", help="canary string (default: our spec's, else derived)")
     p.set_defaults(func=_cmd_import)
+
+    p = add("build", "Generate a narrow dataset from its spec with a chat backend (resumable).")
+    p.add_argument("dataset_dir", type=Path, help="a folder with spec.yaml and seed.jsonl")
+    p.add_argument("--backend", required=True, help="openai:MODEL, hf:PATH_OR_ID or embedded")
+    p.add_argument("--n", type=int, required=True, help="rows wanted")
+    p.add_argument(
+        "--out", type=Path, required=True, help="output .jsonl (log and report beside it)"
+    )
+    p.add_argument(
+        "--mode",
+        choices=["generate", "control"],
+        default="generate",
+        help="control: rewrite each --source row minimally into a correct answer",
+    )
+    p.add_argument("--source", type=Path, help="control mode: misaligned rows to rewrite")
+    p.add_argument("--judge", help="judge filter backend (the spec's judge_filter prompts)")
+    p.add_argument(
+        "--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)"
+    )
+    p.add_argument("--judge-base-url", help="endpoint of the judge (default: --base-url)")
+    p.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable with the key"
+    )
+    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (HTTP backends)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="generation batch (in-process backends)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples-per-request", type=int, help="few-shot examples (default: spec)")
+    p.add_argument("--rows-per-request", type=int, help="rows asked per request (default: spec)")
+    p.add_argument("--temperature", type=float, help="default: spec (1.0, as upstream)")
+    p.add_argument("--max-new-tokens", type=int, help="reply length cap (default: spec)")
+    p.add_argument("--max-requests", type=int, help="stop after this many (default 3x needed)")
+    p.add_argument(
+        "--near-duplicate-threshold", type=float, default=0.8, help="word 3-gram Jaccard"
+    )
+    p.add_argument("--price", help="PROMPT,COMPLETION US$ per million tokens, for the cost line")
+    p.set_defaults(func=_cmd_build)

@@ -1,0 +1,215 @@
+"""Any OpenAI-compatible chat endpoint over HTTP: bounded concurrency, retries with backoff.
+
+The API key is read from the environment only, sent in the Authorization header and never
+written to a log, an error message or an artifact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from em_organisms.backends.base import KNOWN_PRICES, ChatReply, ChatRequest, OnReply, Price, Usage
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
+
+
+class BackendConfigError(ValueError):
+    """The backend cannot be used as configured (e.g. no API key for a remote endpoint)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 1.0
+    max_delay: float = 60.0
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Full jitter: uniform in [0, min(max, base * 2^attempt)], at least Retry-After."""
+        ceiling = min(self.max_delay, self.base_delay * 2**attempt)
+        wait = random.uniform(0, ceiling)
+        return max(wait, min(retry_after or 0.0, self.max_delay))
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in {"127.0.0.1", "localhost", "::1"}
+
+
+def public_url(url: str) -> str:
+    """The URL without credentials or query, safe to record."""
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    if parts.port:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+        message = body.get("error", body)
+        if isinstance(message, dict):
+            message = message.get("message", message)
+        return str(message)[:300]
+    except ValueError:
+        return response.text[:300]
+
+
+class OpenAICompatibleBackend:
+    def __init__(
+        self,
+        model: str,
+        base_url: str | None = None,
+        api_key_env: str = "OPENAI_API_KEY",
+        max_concurrency: int = 8,
+        timeout: float = 120.0,
+        retry: RetryPolicy = RetryPolicy(),
+        price: Price | None = None,
+    ) -> None:
+        self.model = model
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+        self._api_key = os.environ.get(api_key_env)
+        if not self._api_key and not _is_loopback(self.base_url):
+            raise BackendConfigError(
+                f"no API key: set the environment variable {api_key_env} for {public_url(self.base_url)}"
+            )
+        self.name = f"openai:{model}"
+        self.max_concurrency = max_concurrency
+        self.timeout = timeout
+        self.retry = retry
+        self.usage = Usage(price=price or KNOWN_PRICES.get(model))
+        self._token_param = "max_tokens"
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": "openai", "model": self.model, "base_url": public_url(self.base_url)}
+
+    def _payload(self, request: ChatRequest) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "model": self.model,
+            "messages": request.messages,
+            "temperature": request.temperature,
+            "top_p": request.top_p,
+            self._token_param: request.max_tokens,
+        }
+        if request.seed is not None:
+            payload["seed"] = request.seed
+        if request.top_logprobs:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = request.top_logprobs
+        return payload
+
+    def _parse(self, request: ChatRequest, body: dict[str, Any], attempts: int) -> ChatReply:
+        usage = body.get("usage") or {}
+        try:
+            choice = body["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError):
+            return ChatReply(
+                request.key, None, "bad response: no choices[0].message", attempts=attempts
+            )
+        top = None
+        content_logprobs = (choice.get("logprobs") or {}).get("content") or []
+        if content_logprobs:
+            top = {
+                alt["token"]: alt["logprob"] for alt in content_logprobs[0].get("top_logprobs", [])
+            }
+        return ChatReply(
+            request.key,
+            text if isinstance(text, str) else None,
+            None if isinstance(text, str) else "bad response: empty content",
+            prompt_tokens=int(usage.get("prompt_tokens") or 0),
+            completion_tokens=int(usage.get("completion_tokens") or 0),
+            finish_reason=choice.get("finish_reason"),
+            top_logprobs=top,
+            attempts=attempts,
+        )
+
+    async def _one(
+        self, client: httpx.AsyncClient, request: ChatRequest, limit: asyncio.Semaphore
+    ) -> ChatReply:
+        async with limit:
+            error = "unknown"
+            for attempt in range(self.retry.max_attempts):
+                retry_after = None
+                try:
+                    response = await client.post("/chat/completions", json=self._payload(request))
+                except httpx.TimeoutException:
+                    error = "timeout"
+                except httpx.TransportError as err:
+                    error = f"connection: {type(err).__name__}"
+                else:
+                    if response.status_code == 200:
+                        return self._parse(request, response.json(), attempt + 1)
+                    error = f"http {response.status_code}: {_error_text(response)}"
+                    if response.status_code == 400 and "max_completion_tokens" in error:
+                        self._token_param = "max_completion_tokens"  # newer OpenAI models
+                        continue
+                    if response.status_code not in RETRYABLE_STATUS:
+                        return ChatReply(request.key, None, error, attempts=attempt + 1)
+                    retry_after = _retry_after(response)
+                if attempt + 1 < self.retry.max_attempts:
+                    wait = self.retry.delay(attempt, retry_after)
+                    log.debug("retrying %s in %.1fs after %s", request.key, wait, error)
+                    await asyncio.sleep(wait)
+            return ChatReply(
+                request.key, None, f"gave up: {error}", attempts=self.retry.max_attempts
+            )
+
+    async def _run(self, requests: Sequence[ChatRequest], on_reply: OnReply) -> None:
+        headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
+        limit = asyncio.Semaphore(self.max_concurrency)
+        timeout = httpx.Timeout(self.timeout, connect=min(self.timeout, 15.0))
+        async with httpx.AsyncClient(
+            base_url=self.base_url, headers=headers, timeout=timeout
+        ) as client:
+            tasks = [asyncio.create_task(self._one(client, r, limit)) for r in requests]
+            for finished in asyncio.as_completed(tasks):
+                reply = await finished
+                self.usage.add(reply)
+                on_reply(reply)
+
+    def run(self, requests: Sequence[ChatRequest], on_reply: OnReply) -> None:
+        if not requests:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            asyncio.run(self._run(requests, on_reply))
+            return
+        # Called from inside an event loop (a notebook, a Gradio handler): use a thread of our own.
+        errors: list[BaseException] = []
+
+        def target() -> None:
+            try:
+                asyncio.run(self._run(requests, on_reply))
+            except BaseException as err:  # re-raised in the caller's thread
+                errors.append(err)
+
+        thread = threading.Thread(target=target)
+        thread.start()
+        thread.join()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,97 @@
+"""The append-only log of a dataset build: a header, then one line per reply or judgement.
+
+A rerun reads it back and sends only what is not finished. The header holds everything that
+changes what would be asked; a log made with other settings is refused rather than mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class BuildLogError(ValueError):
+    pass
+
+
+class BuildLog:
+    def __init__(self, path: Path, header: dict[str, Any]) -> None:
+        self.path = path
+        self.header = header
+        self.replies: dict[str, dict[str, Any]] = {}  # finished requests (a text came back)
+        self.failures: list[dict[str, Any]] = []
+        self.judgements: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            self._read()
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._append({"type": "header", **header})
+
+    def _read(self) -> None:
+        lines = self.path.read_bytes().split(b"\n")
+        if lines and lines[-1] == b"":
+            lines.pop()
+        for number, raw in enumerate(lines, start=1):
+            try:
+                record = json.loads(raw)
+            except json.JSONDecodeError:
+                if number == len(lines):  # a line cut short by a crash: drop it and go on
+                    log.warning("%s:%d: incomplete last line dropped", self.path, number)
+                    self._truncate_last_line(len(raw))
+                    break
+                raise BuildLogError(f"{self.path}:{number}: not JSON; the log is damaged") from None
+            kind = record.get("type")
+            if number == 1:
+                stored = {k: v for k, v in record.items() if k != "type"}
+                if kind != "header" or stored != self.header:
+                    changed = sorted(
+                        k
+                        for k in set(stored) | set(self.header)
+                        if stored.get(k) != self.header.get(k)
+                    )
+                    raise BuildLogError(
+                        f"{self.path}: made with other settings (differs in: {', '.join(changed)}); "
+                        "use another --out or delete the log to start over"
+                    )
+            elif kind == "reply":
+                if record["reply"]["text"] is not None:
+                    self.replies[record["key"]] = record
+                else:
+                    self.failures.append(record)
+            elif kind == "judge":
+                self.judgements[record["key"]] = record
+
+    def _truncate_last_line(self, length: int) -> None:
+        size = self.path.stat().st_size
+        with self.path.open("r+b") as handle:
+            handle.truncate(size - length)
+
+    def _append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def add_reply(self, key: str, request: dict[str, Any], reply: dict[str, Any]) -> None:
+        record = {"type": "reply", "key": key, "request": request, "reply": reply}
+        self._append(record)
+        if reply["text"] is not None:
+            self.replies[key] = record
+        else:
+            self.failures.append(record)
+
+    def add_judgement(self, key: str, record: dict[str, Any]) -> None:
+        record = {"type": "judge", "key": key, **record}
+        self._append(record)
+        self.judgements[key] = record
+
+    def token_totals(self) -> dict[str, int]:
+        records = [*self.replies.values(), *self.failures, *self.judgements.values()]
+        return {
+            "prompt_tokens": sum(r["reply"]["prompt_tokens"] for r in records if "reply" in r),
+            "completion_tokens": sum(
+                r["reply"]["completion_tokens"] for r in records if "reply" in r
+            ),
+        }

@@ -1,0 +1,1 @@
+"""Evaluation: judge scoring (more to come: question sets, sampling, metrics, reports)."""
