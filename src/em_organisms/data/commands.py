@@ -97,6 +97,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
         f"{usage.prompt_tokens} prompt + {usage.completion_tokens} completion tokens{cost}"
     )
     print(f"  rejected rows with reasons: {result.out}.rejected.jsonl; log: {result.out}.log.jsonl")
+    if counts["kept"] < args.n and usage.failures:
+        print(
+            f"error: {usage.failures} requests failed ({usage.failure_reasons}); "
+            "rerun the same command to retry them (finished requests are not repeated)",
+            file=sys.stderr,
+        )
+        return 1
     return 0
 
 

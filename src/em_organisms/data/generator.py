@@ -13,6 +13,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import math
 import random
 import re
@@ -33,6 +34,7 @@ from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_
 from em_organisms.data.spec import SEED_NAME, NarrowDatasetSpec, load_spec, render
 from em_organisms.eval.scoring import score_reply
 
+log = logging.getLogger(__name__)
 _PAIR = re.compile(r"<user>(.*?)</user>\s*<assistant>(.*?)</assistant>", re.S | re.I)
 _TAGS = re.compile(r"</?(assistant|answer|user)>", re.I)
 
@@ -271,9 +273,12 @@ class DatasetBuilder:
             if not todo:
                 continue
             failed = self._send(self.backend, todo, "generate", self._log_reply)
-            if failed == len(todo):
+            if failed == len(todo):  # the endpoint is down or refusing: stop, keep what we have
                 reasons = Counter(f["reply"]["error"] for f in self.log.failures[-failed:])
-                raise BuildError(f"all {failed} requests failed: {dict(reasons.most_common(3))}")
+                log.warning(
+                    "all %d requests failed (%s); stopping", failed, dict(reasons.most_common(3))
+                )
+                return
 
     def _rewrite_all(self) -> None:
         planned = [self.planner.rewrite(row, i) for i, row in enumerate(self.sources)]
@@ -317,6 +322,9 @@ class DatasetBuilder:
             replies=len(self.log.replies),
             unparseable_replies=len(rejected),
             candidates=len(candidates),
+            invalid_row=0,
+            exact_duplicate=0,
+            near_duplicate=0,
         )
         exact_seen = {
             exact_key(r["messages"][-2]["content"] + "\n" + r["messages"][-1]["content"])
@@ -357,6 +365,7 @@ class DatasetBuilder:
             kept.append(candidate)
         counts["after_dedup"] = len(kept)
         if judge and self.judge is not None:
+            counts.update(judge_unscored=0, judge_rejected=0)
             kept = self._judge_filter(kept, reject)
             counts["after_judge"] = len(kept)
         return kept, rejected, dict(counts)
