@@ -11,7 +11,6 @@ import yaml
 from em_organisms.cli import build_parser, main
 
 
-
 def _leaf_commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[str]:
     """Every runnable command path, e.g. "train" and "data validate"."""
     if parser._subparsers is None:
