@@ -161,3 +161,12 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
         delays = [policy.delay(attempt) for _ in range(200)]
         assert min(delays) >= 0 and max(delays) <= ceiling and max(delays) > ceiling / 2
     assert policy.delay(0, retry_after=5.0) >= 5.0
+
+
+def test_refused_logprobs_fall_back_to_a_text_reply(server: ScriptServer) -> None:
+    refusal = {"error": {"message": "logprobs are not supported with this model"}}
+    server.script = {"judge": [(400, {}, refusal), (200, {}, _completion("73"))]}
+    backend = make_backend("openai:reasoner", base_url=server.url)
+    replies = _run(backend, [_request("judge", top_logprobs=20)])
+    assert replies["judge"].text == "73" and replies["judge"].top_logprobs is None
+    assert "logprobs" in server.seen[0]["body"] and "logprobs" not in server.seen[1]["body"]

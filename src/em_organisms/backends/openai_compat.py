@@ -102,6 +102,7 @@ class OpenAICompatibleBackend:
         self.retry = retry
         self.usage = Usage(price=price or KNOWN_PRICES.get(model))
         self._token_param = "max_tokens"
+        self._logprobs = True  # switched off for good when the endpoint refuses them
 
     def describe(self) -> dict[str, Any]:
         return {"backend": "openai", "model": self.model, "base_url": public_url(self.base_url)}
@@ -116,7 +117,7 @@ class OpenAICompatibleBackend:
         }
         if request.seed is not None:
             payload["seed"] = request.seed
-        if request.top_logprobs:
+        if request.top_logprobs and self._logprobs:
             payload["logprobs"] = True
             payload["top_logprobs"] = request.top_logprobs
         return payload
@@ -166,6 +167,12 @@ class OpenAICompatibleBackend:
                     error = f"http {response.status_code}: {_error_text(response)}"
                     if response.status_code == 400 and "max_completion_tokens" in error:
                         self._token_param = "max_completion_tokens"  # newer OpenAI models
+                        continue
+                    if response.status_code == 400 and "logprobs" in error and self._logprobs:
+                        # Reasoning models and some servers refuse logprobs: the reply's text is
+                        # still usable (judges fall back to parsing it and record that method).
+                        log.warning("%s refuses logprobs; asking without them", self.name)
+                        self._logprobs = False
                         continue
                     if response.status_code not in RETRYABLE_STATUS:
                         return ChatReply(request.key, None, error, attempts=attempt + 1)
