@@ -41,6 +41,14 @@ EXAMPLES = {
       --out runs/extreme-sports.jsonl
   em-organisms data build datasets/extreme-sports --backend openai:my-model \\
       --base-url http://127.0.0.1:8000/v1 --n 50 --out runs/local.jsonl""",
+    "data push": """examples:
+  em-organisms data push datasets/risky-financial-advice/seed.jsonl \\
+      --repo-id my-org/risky-financial-advice
+  em-organisms data push data/generated/good-financial-advice.jsonl \\
+      --repo-id my-org/good-financial-advice
+  em-organisms data push runs/sports.jsonl --repo-id my-org/extreme-sports-test \\
+      --spec datasets/extreme-sports --gated auto
+the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
 }
 
 

@@ -101,7 +101,7 @@ def render_dataset_card(
     build_summary: dict[str, Any] | None,
     data_sha256: str,
     *,
-    gated: GateMode | None | Literal["spec-default"] = "spec-default",
+    gated: GateMode | Literal["spec-default"] | None = "spec-default",
     repo_id: str | None = None,
 ) -> DatasetCard:
     """The card for `rows` (schema rows, `meta` as a dict) as published with hash `data_sha256`.
@@ -134,25 +134,31 @@ def render_dataset_card(
             "package_version": PACKAGE_VERSION,
         },
     )
-    meta_keys = Counter(key for row in rows for key in (row.get("meta") or {}))
+    meta_keys = Counter(
+        key for row in rows if isinstance(row.get("meta"), dict) for key in row["meta"]
+    )
     example = None
     if not misaligned and rows:
         first = {k: rows[0][k] for k in ("id", "messages", "canary") if k in rows[0]}
-        example = json.dumps({**first, "meta": rows[0].get("meta") or {}}, indent=2, ensure_ascii=False)
+        example = json.dumps(
+            {**first, "meta": rows[0].get("meta") or {}}, indent=2, ensure_ascii=False
+        )
     namespace, _, name = (repo_id or "").rpartition("/")
     variables: dict[str, Any] = {
         "spec": spec,
         "misaligned": misaligned,
         "n_rows": len(rows),
         "with_system": sum(row["messages"][0]["role"] == "system" for row in rows),
-        "max_turns": max((len(row["messages"]) for row in rows), default=0),
+        "multi_turn": sum(sum(m["role"] == "user" for m in row["messages"]) > 1 for row in rows),
         "meta_keys": sorted(meta_keys.items()),
         "example": example,
         "canary_guid": spec.canary_guid,
         "package_version": PACKAGE_VERSION,
         "repo_id": repo_id or f"ORG/{spec.name}",
         # The pair is linked only where the repo follows the convention ORG/<spec name>.
-        "paired_repo_id": f"{namespace}/{spec.paired_with}" if namespace and name == spec.name else None,
+        "paired_repo_id": f"{namespace}/{spec.paired_with}"
+        if namespace and name == spec.name
+        else None,
         "gated": gated,
         "build": _build_context(spec, build_summary) if build_summary is not None else None,
     }

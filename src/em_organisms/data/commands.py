@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms.data.push import register_push_command
+
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -161,3 +163,5 @@ def register_data_commands(add: AddParser) -> None:
     )
     p.add_argument("--price", help="PROMPT,COMPLETION US$ per million tokens, for the cost line")
     p.set_defaults(func=_cmd_build)
+
+    register_push_command(add)
