@@ -334,3 +334,30 @@ def test_rows_get_the_canary_and_built_files_find_their_spec(tmp_path: Path) -> 
     _write(built, [{**rows[0], "canary": "some other canary"}])
     with pytest.raises(DatasetError, match=r"built\.jsonl:1: canary differs"):
         published_rows(built, spec)
+
+
+def test_dry_run_stages_card_and_rows_and_sends_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from em_organisms.cli import main
+
+    seed = REPO_ROOT / "datasets" / "risky-financial-advice" / "seed.jsonl"
+    staging = tmp_path / "stage"
+    argv = [
+        "data",
+        "push",
+        str(seed),
+        "--repo-id",
+        "org/rfa",
+        "--dry-run",
+        "--staging-dir",
+        str(staging),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing was sent to the Hub" in out and "gate manual" in out
+    card = (staging / "README.md").read_text()
+    assert "extra_gated_fields" in card and "4dfb85fd-a831-4b4d-97d4-234306c2a9b4" in card
+    assert len((staging / "train.jsonl").read_text().splitlines()) == 220
+    assert main([*argv, "--no-gate"]) == 0  # an explicit --no-gate is allowed, with a warning
+    assert "warning: --no-gate" in capsys.readouterr().err

