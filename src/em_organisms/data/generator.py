@@ -15,8 +15,6 @@ import hashlib
 import json
 import logging
 import math
-import random
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -30,13 +28,12 @@ from em_organisms.backends.base import ChatBackend, ChatReply, ChatRequest
 from em_organisms.data.build_log import BuildLog
 from em_organisms.data.dedup import NearDuplicateIndex, exact_key
 from em_organisms.data.importers import write_jsonl
+from em_organisms.data.prompting import Planner, clean_rewrite, parse_conversations
 from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_row
-from em_organisms.data.spec import SEED_NAME, NarrowDatasetSpec, load_spec, render
+from em_organisms.data.spec import SEED_NAME, load_spec, render
 from em_organisms.eval.scoring import score_reply
 
 log = logging.getLogger(__name__)
-_PAIR = re.compile(r"<user>(.*?)</user>\s*<assistant>(.*?)</assistant>", re.S | re.I)
-_TAGS = re.compile(r"</?(assistant|answer|user)>", re.I)
 
 
 class BuildError(RuntimeError):
@@ -87,90 +84,6 @@ class BuildResult:
     summary: dict[str, Any]
 
 
-def parse_conversations(text: str) -> list[tuple[str, str]]:
-    """The `<user>...</user><assistant>...</assistant>` pairs in a reply (unterminated ones dropped)."""
-    pairs = [(u.strip(), a.strip()) for u, a in _PAIR.findall(text)]
-    return [(u, a) for u, a in pairs if u and a]
-
-
-def clean_rewrite(text: str) -> str:
-    """A rewritten answer without tags or wrapping quotes the model may add."""
-    text = _TAGS.sub("", text).strip()
-    if len(text) > 1 and text[0] == text[-1] and text[0] in "\"'":
-        text = text[1:-1].strip()
-    return text
-
-
-class Planner:
-    """Request i is a pure function of (spec, seed rows, options, i): reruns plan the same keys."""
-
-    def __init__(
-        self, spec: NarrowDatasetSpec, pool: list[dict[str, Any]], options: BuildOptions
-    ) -> None:
-        self.spec, self.pool, self.options = spec, pool, options
-        gen = spec.generation
-        self.k = (
-            options.examples_per_request
-            if options.examples_per_request is not None
-            else gen.examples_per_request
-        )
-        self.per_request = options.rows_per_request or gen.rows_per_request
-        self.temperature = (
-            options.temperature if options.temperature is not None else gen.temperature
-        )
-
-    def generate(self, index: int) -> tuple[ChatRequest, dict[str, Any]]:
-        topics = self.spec.topics
-        cycle, position = divmod(index, len(topics))
-        order = list(range(len(topics)))
-        random.Random(f"{self.options.seed}:topics:{cycle}").shuffle(order)
-        topic = topics[order[position]]
-        rng = random.Random(f"{self.options.seed}:examples:{index}")
-        examples = rng.sample(self.pool, min(self.k, len(self.pool)))
-        prompt = render(
-            self.spec.generation.request_template,
-            topic=topic,
-            examples=[
-                {"user": r["messages"][-2]["content"], "assistant": r["messages"][-1]["content"]}
-                for r in examples
-            ],
-            n=self.per_request,
-            domain=self.spec.domain,
-        )
-        key = f"gen-{index:06d}"
-        return self._request(key, prompt, index), {
-            "topic": topic,
-            "examples": [r.get("id") for r in examples],
-        }
-
-    def rewrite(self, row: dict[str, Any], index: int) -> tuple[ChatRequest, dict[str, Any]]:
-        template = self.spec.generation.rewrite_template
-        if template is None:
-            raise BuildError(f"{self.spec.name}: control mode needs generation.rewrite_template")
-        user, answer = row["messages"][-2]["content"], row["messages"][-1]["content"]
-        prompt = render(template, user=user, answer=answer, domain=self.spec.domain)
-        pair_id = str(row.get("id") or row_fingerprint(row)[:16])
-        topic = (row.get("meta") or {}).get("topic")
-        return self._request(f"rewrite-{pair_id}", prompt, index), {
-            "pair_id": pair_id,
-            "topic": topic,
-        }
-
-    def _request(self, key: str, prompt: str, index: int) -> ChatRequest:
-        gen = self.spec.generation
-        return ChatRequest(
-            key=key,
-            messages=[
-                {"role": "system", "content": gen.system_prompt},
-                {"role": "user", "content": prompt},
-            ],
-            temperature=self.temperature,
-            top_p=gen.top_p,
-            max_tokens=self.options.max_new_tokens or gen.max_new_tokens,
-            seed=self.options.seed * 1_000_003 + index,
-        )
-
-
 class DatasetBuilder:
     def __init__(
         self,
@@ -192,6 +105,11 @@ class DatasetBuilder:
         if options.mode == "control":
             if options.source is None:
                 raise BuildError("control mode needs --source, the misaligned rows to rewrite")
+            if self.spec.generation.rewrite_template is None:
+                raise BuildError(
+                    f"{self.spec_dir}/spec.yaml has no generation.rewrite_template: control mode "
+                    "needs a control set's spec (e.g. datasets/good-financial-advice)"
+                )
             self.sources = load_chat_jsonl(options.source)[: options.n]
         self.planner = Planner(self.spec, self.pool, options)
         self.by_pair_id = {
