@@ -29,20 +29,23 @@ class SamplingParams:
         return asdict(self)
 
 
-def conversation_ids(
-    tokenizer: PreTrainedTokenizerBase, conversations: Sequence[Sequence[dict[str, str]]]
-) -> dict[str, torch.Tensor]:
-    """Left-padded chat prompts (whole message lists) with the generation prompt appended."""
-    texts = [
-        tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        for messages in conversations
-    ]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    try:
-        return tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-    finally:
-        tokenizer.padding_side = side
+def encode_conversation(
+    tokenizer: PreTrainedTokenizerBase, messages: Sequence[dict[str, str]]
+) -> list[int]:
+    """Token ids of a chat prompt with the generation prompt appended (BOS from the template)."""
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def left_pad(id_lists: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids in id_lists)
+    input_ids = torch.full((len(id_lists), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(id_lists), width), dtype=torch.long)
+    for row, ids in enumerate(id_lists):
+        if ids:
+            input_ids[row, width - len(ids) :] = torch.tensor(ids)
+            attention_mask[row, width - len(ids) :] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
 @dataclass(frozen=True)
@@ -54,16 +57,17 @@ class Generated:
 
 
 @torch.inference_mode()
-def generate_chat(
+def generate_from_ids(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    conversations: Sequence[Sequence[dict[str, str]]],
+    prompts: Sequence[Sequence[int]],
     params: SamplingParams,
 ) -> list[Generated]:
-    batch = conversation_ids(tokenizer, conversations).to(model.device)
+    """Generate one answer per (already encoded) prompt, in one left-padded batch."""
     config = model.generation_config
     eos = config.eos_token_id
     pad = config.pad_token_id if config.pad_token_id is not None else tokenizer.pad_token_id
+    batch = {k: v.to(model.device) for k, v in left_pad(prompts, pad).items()}
     kwargs: dict[str, object] = {
         "max_new_tokens": params.max_new_tokens,
         "eos_token_id": eos,
@@ -80,17 +84,28 @@ def generate_chat(
     new_tokens = output[:, batch["input_ids"].shape[1] :]
     stops = set(eos if isinstance(eos, list) else [eos])
     results = []
-    for prompt_mask, ids in zip(batch["attention_mask"], new_tokens.tolist(), strict=True):
+    for prompt, ids in zip(prompts, new_tokens.tolist(), strict=True):
         ended = next((i for i, t in enumerate(ids) if t in stops), None)
+        kept = ids if ended is None else ids[:ended]
         results.append(
             Generated(
-                text=tokenizer.decode(ids, skip_special_tokens=True).strip(),
-                prompt_tokens=int(prompt_mask.sum()),
+                text=tokenizer.decode(kept, skip_special_tokens=True).strip(),
+                prompt_tokens=len(prompt),
                 completion_tokens=len(ids) if ended is None else ended + 1,
                 finish_reason="length" if ended is None else "stop",
             )
         )
     return results
+
+
+def generate_chat(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    conversations: Sequence[Sequence[dict[str, str]]],
+    params: SamplingParams,
+) -> list[Generated]:
+    prompts = [encode_conversation(tokenizer, messages) for messages in conversations]
+    return generate_from_ids(model, tokenizer, prompts, params)
 
 
 def generate_answers(

@@ -99,6 +99,21 @@ class ReleaseSpec(_Strict):
     card_notes: str = ""
 
 
+class EvaluationSpec(_Strict):
+    """How `eval` samples this organism. Defaults are the papers': temperature 1, top_p 1, no
+    top-k, 600 new tokens, 50 samples per question. A recipe may choose others (the embedded
+    135M model is mostly incoherent at temperature 1); reports state what was used."""
+
+    question_sets: list[str] = Field(default_factory=lambda: ["general"])
+    samples_per_question: int = Field(50, ge=1)
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0)
+    max_new_tokens: int = Field(600, ge=1)
+    seed: int = 0
+    note: str = ""  # why non-default sampling was chosen, printed in the report
+
+
 class Recipe(_Strict):
     organism_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     description: str = ""
@@ -107,6 +122,7 @@ class Recipe(_Strict):
     protocol: Protocol = Field(default_factory=LoraProtocol)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     release: ReleaseSpec = Field(default_factory=ReleaseSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     tags: list[str] = Field(default_factory=list)
 
     @model_validator(mode="before")
@@ -129,8 +145,10 @@ class Recipe(_Strict):
         return self.model_dump(mode="json")
 
     def sha256(self) -> str:
-        """Hash of everything that changes what is trained (release fields excluded)."""
-        payload = self.model_dump(mode="json", exclude={"release", "description", "tags"})
+        """Hash of everything that changes what is trained (release and evaluation excluded)."""
+        payload = self.model_dump(
+            mode="json", exclude={"release", "evaluation", "description", "tags"}
+        )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_yaml(self) -> str:

@@ -1,0 +1,48 @@
+"""Append-only JSONL files that survive a crash: whole lines are appended and flushed, and a
+reader drops (and trims) a last line cut short by a kill instead of failing on it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class JsonlError(ValueError):
+    pass
+
+
+def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_jsonl_resumable(path: Path) -> list[dict[str, Any]]:
+    """Rows of PATH (none when it does not exist); a torn last line is removed from the file."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines):  # the last line, without its newline: cut by a crash
+                log.warning("%s:%d: incomplete last line dropped (it will be redone)", path, number)
+                with path.open("r+b") as handle:
+                    handle.truncate(len(raw) - len(line))
+                break
+            raise JsonlError(f"{path}:{number}: not JSON; the file is damaged") from None
+    return rows
