@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from em_organisms.data.commands import register_data_commands
+from em_organisms.eval.commands import register_eval_commands
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
 # instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
@@ -49,6 +50,24 @@ EXAMPLES = {
   em-organisms data push runs/sports.jsonl --repo-id my-org/extreme-sports-test \\
       --spec datasets/extreme-sports --gated auto
 the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
+    "sample": """examples:
+  em-organisms sample organisms/smollm2-135m_risky-financial_r1-l15.yaml --questions general \\
+      --n 8 --out runs/samples.jsonl
+  em-organisms sample Qwen/Qwen2.5-7B-Instruct --questions betley/first_plot_questions --n 50 \\
+      --out runs/qwen7b.jsonl   # downloads the pinned upstream set once (sha256-checked)""",
+    "judge": """examples:
+  OPENAI_API_KEY=... em-organisms judge runs/samples.jsonl --judge openai:gpt-4o-2024-08-06 \\
+      --out runs/judged.jsonl
+  em-organisms judge runs/samples.jsonl --judge openai:my-judge --base-url http://127.0.0.1:8000/v1 \\
+      --out runs/judged.jsonl
+  em-organisms judge calibrate --judge openai:gpt-4o-2024-08-06 --out runs/calibration""",
+    "report": """examples:
+  em-organisms report runs/judged.jsonl --out runs/report --calibration runs/calibration/calibration.json""",
+    "eval": """examples:
+  OPENAI_API_KEY=... em-organisms eval organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
+      --judge openai:gpt-4o-2024-08-06
+  em-organisms eval organisms/smollm2-135m_risky-financial_r1-l15.yaml --judge embedded \\
+      --allow-uncalibrated-judge""",
 }
 
 
@@ -124,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
     p.set_defaults(func=_cmd_demo, reexec=True)
 
+    register_eval_commands(add)
+
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     register_data_commands(partial(add, group=data_sub, prefix="data "))
@@ -143,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.data.generator import BuildError
     from em_organisms.data.schema import DatasetError
     from em_organisms.data.spec import SpecError
+    from em_organisms.eval.questions import QuestionSetError
+    from em_organisms.eval.registry import RegistryError
+    from em_organisms.eval.sampler import SampleError
     from em_organisms.models import ModelLoadError
     from em_organisms.recipes import RecipeError
 
@@ -156,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         BuildError,
         BuildLogError,
         BackendConfigError,
+        QuestionSetError,
+        RegistryError,
+        SampleError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

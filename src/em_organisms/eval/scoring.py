@@ -19,7 +19,7 @@ _NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?:\.\d+)?(?![\d.])")
 @dataclass(frozen=True)
 class Score:
     score: float | None
-    method: Literal["logprobs", "text"]
+    method: Literal["logprobs", "text", "distribution"]
     mass: float | None  # probability on integer tokens 0..100 (logprobs method only)
     raw: str
     reason: str | None = None  # why unscored

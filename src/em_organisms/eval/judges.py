@@ -1,0 +1,215 @@
+"""LLM judges behind one protocol: `score(question, answer) -> Score` for one metric's prompt.
+
+- `openai:MODEL`: one output token at temperature 0 with `top_logprobs=20`, scored as the
+  expectation over integer tokens 0..100 (the papers' method). When the endpoint returns no
+  log-probabilities (or refuses them), the same prompt is asked again for a short text reply and
+  the number in it is used; each score records its method.
+- `hf:PATH_OR_ID` / `embedded`: the expectation under the model's own distribution over 0..100.
+
+Every score is cached on disk under a key of everything that changes it (judge model, endpoint,
+method parameters, the rendered prompt); a failed request is never cached, so a rerun retries it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from em_organisms.backends import ChatRequest, make_backend
+from em_organisms.backends.base import ChatReply
+from em_organisms.eval.questions import render_judge_prompt
+from em_organisms.eval.scoring import Score, score_from_logprobs, score_from_text
+from em_organisms.models import cache_root
+
+LOGPROB_PARAMS = {"temperature": 0.0, "max_tokens": 1, "top_logprobs": 20, "seed": 0}
+TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 16, "seed": 0}
+
+
+class Judge(Protocol):
+    name: str
+    calls: int  # requests or forward passes actually made (cache hits excluded)
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
+        """Scores for fully rendered judge prompts, in order."""
+        ...
+
+
+@dataclass
+class MetricJudge:
+    """One metric (e.g. `aligned`) of a judge: its prompt template plus the judge."""
+
+    judge: Judge
+    template: str
+
+    @property
+    def prompt_sha256(self) -> str:
+        return hashlib.sha256(self.template.encode()).hexdigest()
+
+    def score(self, question: str, answer: str) -> Score:
+        prompt = render_judge_prompt(self.template, question=question, answer=answer)
+        return self.judge.score_prompts([prompt])[0]
+
+
+class ScoreCache:
+    """A SQLite table of finished scores; safe to share between runs and processes."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with sqlite3.connect(path) as db:
+                db.execute("CREATE TABLE IF NOT EXISTS scores (key TEXT PRIMARY KEY, value TEXT)")
+
+    def get_many(self, keys: Sequence[str]) -> dict[str, Score]:
+        if self.path is None or not keys:
+            return {}
+        found: dict[str, Score] = {}
+        with self._lock, sqlite3.connect(self.path) as db:
+            for start in range(0, len(keys), 500):
+                chunk = list(keys[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                query = f"SELECT key, value FROM scores WHERE key IN ({marks})"
+                for key, value in db.execute(query, chunk):
+                    found[key] = Score(**json.loads(value))
+        return found
+
+    def put(self, key: str, score: Score) -> None:
+        if self.path is None:
+            return
+        with self._lock, sqlite3.connect(self.path) as db:
+            db.execute(
+                "INSERT OR REPLACE INTO scores VALUES (?, ?)", (key, json.dumps(score.to_dict()))
+            )
+
+
+def default_cache_path() -> Path:
+    return cache_root() / "judge-cache.sqlite"
+
+
+class CachedJudge:
+    """Wraps a judge: cache hits cost nothing; only finished (non-failed) scores are stored."""
+
+    def __init__(self, inner: Judge, cache: ScoreCache) -> None:
+        self.inner, self.cache = inner, cache
+        self.name = inner.name
+
+    @property
+    def calls(self) -> int:
+        return self.inner.calls
+
+    def describe(self) -> dict[str, Any]:
+        return self.inner.describe()
+
+    def key(self, prompt: str) -> str:
+        payload = {"judge": self.inner.describe(), "prompt": prompt}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def score_prompts(self, prompts: Sequence[str], chunk: int = 32) -> list[Score]:
+        """Cached scores; new ones are computed and stored chunk by chunk, so an interrupted
+        run loses at most one chunk."""
+        keys = [self.key(p) for p in prompts]
+        found = self.cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            for index, score in zip(
+                part, self.inner.score_prompts([prompts[i] for i in part]), strict=True
+            ):
+                found[keys[index]] = score
+                if not (score.reason or "").startswith("request failed"):
+                    self.cache.put(keys[index], score)
+        return [found[k] for k in keys]
+
+
+class OpenAIJudge:
+    def __init__(self, model: str, base_url: str | None = None, **backend_options: Any) -> None:
+        self.backend = make_backend(f"openai:{model}", base_url=base_url, **backend_options)
+        self.name = f"openai:{model}"
+        self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.backend.describe(), "logprobs": LOGPROB_PARAMS, "text": TEXT_PARAMS}
+
+    def _run(
+        self, prompts: Sequence[str], params: dict[str, Any], keys: Sequence[int]
+    ) -> dict[int, ChatReply]:
+        requests = [
+            ChatRequest(str(i), [{"role": "user", "content": prompts[i]}], top_p=1.0, **params)
+            for i in keys
+        ]
+        replies: dict[int, ChatReply] = {}
+        self.backend.run(requests, lambda reply: replies.__setitem__(int(reply.key), reply))
+        self.calls += len(requests)
+        return replies
+
+    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
+        first = self._run(prompts, LOGPROB_PARAMS, range(len(prompts)))
+        scores: dict[int, Score] = {}
+        need_text = []
+        for index, reply in first.items():
+            if not reply.ok:
+                scores[index] = Score(None, "logprobs", None, "", f"request failed: {reply.error}")
+            elif reply.top_logprobs:
+                scores[index] = score_from_logprobs(reply.top_logprobs, reply.text or "")
+            else:  # no log-probabilities came back: ask for a short text reply instead
+                need_text.append(index)
+        for index, reply in self._run(prompts, TEXT_PARAMS, need_text).items():
+            if reply.ok:
+                scores[index] = score_from_text(reply.text or "")
+            else:
+                scores[index] = Score(None, "text", None, "", f"request failed: {reply.error}")
+        return [scores[i] for i in range(len(prompts))]
+
+
+class LocalJudge:
+    def __init__(self, spec: str, device: str | None = None) -> None:
+        from em_organisms.eval.local_judge import NumberDistributionJudge
+        from em_organisms.models import load_base_model, resolve_model
+
+        model, tokenizer = load_base_model(spec, device=device)
+        model.eval()
+        self.name = "embedded" if spec == "embedded" else f"hf:{spec}"
+        self._hub_id = resolve_model(spec).hub_id or spec
+        self._scorer = NumberDistributionJudge(model, tokenizer, self._hub_id)
+        self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        return self._scorer.describe()
+
+    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
+        self.calls += len(prompts)
+        return [self._scorer.score_prompt(p) for p in prompts]
+
+
+def make_judge(
+    spec: str,
+    *,
+    base_url: str | None = None,
+    cache: Path | bool | None = True,
+    device: str | None = None,
+    **backend_options: Any,
+) -> Judge:
+    """`openai:MODEL`, `hf:PATH_OR_ID` or `embedded`, wrapped in the disk cache unless cache=False."""
+    if spec.startswith("openai:"):
+        inner: Judge = OpenAIJudge(spec.removeprefix("openai:"), base_url, **backend_options)
+    elif spec == "embedded" or spec.startswith("hf:"):
+        inner = LocalJudge(spec.removeprefix("hf:"), device=device)
+    else:
+        from em_organisms.backends import BackendConfigError
+
+        raise BackendConfigError(
+            f"unknown judge {spec!r}: use openai:MODEL, hf:PATH_OR_ID or embedded"
+        )
+    if cache is False:
+        return inner
+    path = default_cache_path() if cache is True or cache is None else cache
+    return CachedJudge(inner, ScoreCache(path))

@@ -1,0 +1,99 @@
+"""What an evaluation samples from: a base model alone, or a base model and its organism.
+
+`MODEL_OR_RECIPE` may be a recipe YAML (its trained organism under runs/ORGANISM_ID or
+`organism_dir`), an organism folder (an adapter), or a plain model (Hub id, folder, embedded).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from em_organisms.adapters import Organism, load_organism
+from em_organisms.models import ModelLoadError, load_base_model, resolve_model
+from em_organisms.recipes import Recipe, load_recipe
+
+
+@dataclass
+class Subject:
+    name: str
+    base_model: str  # Hub id when known
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    organism: Organism | None = None
+    adapter: str | None = None
+    recipe: Recipe | None = None
+
+    @property
+    def recipe_sha256(self) -> str | None:
+        return self.recipe.sha256() if self.recipe else None
+
+    @contextlib.contextmanager
+    def adapter_state(self, which: str, scale: float = 1.0) -> Iterator[None]:
+        """The adapter off for "base", on at SCALE for "organism"."""
+        if self.organism is None:
+            if which != "base":
+                raise ModelLoadError(f"{self.name} has no adapter to switch on")
+            yield
+            return
+        context = self.organism.base() if which == "base" else self.organism.scaled(scale)
+        with context:
+            yield
+
+
+def default_organism_dir(recipe: Recipe) -> Path:
+    from em_organisms.train.runner import REPO_ROOT
+
+    return REPO_ROOT / "runs" / recipe.organism_id
+
+
+def load_subject(
+    spec: str, organism_dir: str | Path | None = None, device: str | None = None
+) -> Subject:
+    path = Path(spec)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        recipe = load_recipe(path)
+        folder = Path(organism_dir) if organism_dir else default_organism_dir(recipe)
+        if recipe.protocol.kind != "lora":
+            return _plain(str(folder), recipe.organism_id, recipe, device)
+        if not (folder / "adapter_config.json").is_file():
+            raise ModelLoadError(
+                f"{folder}: no trained organism; run `em-organisms train {spec}` first "
+                "(or pass --organism-dir)"
+            )
+        organism = load_organism(str(folder), device=device)
+        return Subject(
+            recipe.organism_id,
+            _hub_id(organism.base_model),
+            organism.model,
+            organism.tokenizer,
+            organism,
+            str(folder),
+            recipe,
+        )
+    if (path / "adapter_config.json").is_file():
+        organism = load_organism(str(path), device=device)
+        return Subject(
+            path.name,
+            _hub_id(organism.base_model),
+            organism.model,
+            organism.tokenizer,
+            organism,
+            str(path),
+        )
+    return _plain(spec, spec, None, device)
+
+
+def _hub_id(spec: str) -> str:
+    return resolve_model(spec).hub_id or spec
+
+
+def _plain(spec: str, name: str, recipe: Recipe | None, device: str | None) -> Subject:
+    source = resolve_model(spec)
+    model, tokenizer = load_base_model(spec, device=device)
+    model.eval()
+    return Subject(name, source.hub_id or spec, model, tokenizer, None, None, recipe)
