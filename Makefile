@@ -42,6 +42,7 @@ test: install .venv-olah
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
