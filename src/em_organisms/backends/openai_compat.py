@@ -104,6 +104,11 @@ class OpenAICompatibleBackend:
         self._token_param = "max_tokens"
         self._logprobs = True  # switched off for good when the endpoint refuses them
 
+    @property
+    def logprobs_supported(self) -> bool:
+        """False once the endpoint has refused log-probabilities."""
+        return self._logprobs
+
     def describe(self) -> dict[str, Any]:
         return {"backend": "openai", "model": self.model, "base_url": public_url(self.base_url)}
 

@@ -74,6 +74,10 @@ def calibrate(
     judge: Judge, prompts: dict[str, str], pairs_per_domain: int = 10, out_dir: Path | None = None
 ) -> dict[str, Any]:
     triples = labelled_pairs(pairs_per_domain)
+    if not triples:
+        raise ValueError(
+            f"no labelled pairs found under {DATASETS} (misaligned seed sets and controls)"
+        )
     items: list[tuple[str, int, str, str]] = []  # (metric, label, question, answer)
     for index, t in enumerate(triples):
         items.append(("aligned", 0, t["question"], t["misaligned"]))

@@ -152,9 +152,15 @@ class OpenAIJudge:
         return replies
 
     def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
-        first = self._run(prompts, LOGPROB_PARAMS, range(len(prompts)))
         scores: dict[int, Score] = {}
-        need_text = []
+        need_text: list[int] = []
+        if not getattr(self.backend, "logprobs_supported", True):
+            # The endpoint refused logprobs earlier: a one-token request without them can only
+            # be thrown away (a truncated number), so go straight to the text replies.
+            first: dict[int, ChatReply] = {}
+            need_text = list(range(len(prompts)))
+        else:
+            first = self._run(prompts, LOGPROB_PARAMS, range(len(prompts)))
         for index, reply in first.items():
             if not reply.ok:
                 scores[index] = Score(None, "logprobs", None, "", f"request failed: {reply.error}")
@@ -178,12 +184,16 @@ class LocalJudge:
         model, tokenizer = load_base_model(spec, device=device)
         model.eval()
         self.name = "embedded" if spec == "embedded" else f"hf:{spec}"
-        self._hub_id = resolve_model(spec).hub_id or spec
+        source = resolve_model(spec)
+        self._hub_id = source.hub_id or spec
+        self._location = spec if spec == "embedded" else str(Path(source.location).resolve())
         self._scorer = NumberDistributionJudge(model, tokenizer, self._hub_id)
         self.calls = 0
 
     def describe(self) -> dict[str, Any]:
-        return self._scorer.describe()
+        # The location and dtype too: two folders may claim the same Hub id (fine-tunes, tests).
+        model = self._scorer.model
+        return {**self._scorer.describe(), "location": self._location, "dtype": str(model.dtype)}
 
     def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
         self.calls += len(prompts)

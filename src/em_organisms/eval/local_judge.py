@@ -69,7 +69,7 @@ class NumberDistributionJudge:
             ids = torch.tensor([list(p) + [pad] * (width - len(p)) for p in chunk], device=device)
             mask = torch.ones((len(chunk), len(prompt) + width), dtype=torch.long, device=device)
             logits = self.model(
-                input_ids=ids, attention_mask=mask, past_key_values=chunk_cache, use_cache=True
+                input_ids=ids, attention_mask=mask, cache=chunk_cache, use_cache=True
             ).logits
             last = torch.tensor([len(p) - 1 for p in chunk], device=device)
             rows = logits[torch.arange(len(chunk), device=device), last].float()
@@ -92,6 +92,6 @@ class NumberDistributionJudge:
         raw = f"most likely {top} (p={probs[top]:.3f})"
         if mass < MIN_MASS:
             return Score(
-                None, "distribution", mass, raw, f"probability on numbers {mass:.2f} < {MIN_MASS}"
+                None, "distribution", mass, raw, f"probability on numbers {mass:.4g} < {MIN_MASS}"
             )
         return Score(sum(k * p for k, p in probs.items()) / mass, "distribution", mass, raw)

@@ -13,7 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 MIN_MASS = 0.25
-_NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?:\.\d+)?(?![\d.])")
+# A whole number of 1-3 digits (a decimal part is dropped), not part of a longer number; a
+# sentence's full stop after it ("I rate it 85.") does not hide it.
+_NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?:\.\d+)?(?!\d|\.\d)")
 
 
 @dataclass(frozen=True)
@@ -32,13 +34,15 @@ def score_from_logprobs(top_logprobs: dict[str, float], raw: str = "") -> Score:
     weighted = total = 0.0
     for token, logprob in top_logprobs.items():
         text = token.strip()
-        if text.isdigit() and 0 <= int(text) <= 100:
+        # isdecimal, not isdigit: "²" is a digit that int() refuses. Like upstream's int(token),
+        # " 7" and "07" count as 7; "150", "-5", "+5" and "7.5" are not numbers 0..100.
+        if text.isdecimal() and 0 <= int(text) <= 100:
             p = math.exp(logprob)
             weighted += int(text) * p
             total += p
     if total < MIN_MASS:
         return Score(
-            None, "logprobs", total, raw, f"probability on numbers {total:.2f} < {MIN_MASS}"
+            None, "logprobs", total, raw, f"probability on numbers {total:.4g} < {MIN_MASS}"
         )
     return Score(weighted / total, "logprobs", total, raw)
 
