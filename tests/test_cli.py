@@ -80,3 +80,13 @@ def test_set_with_wrong_type_exits_1(tmp_path: Path, capsys: pytest.CaptureFixtu
     )
     assert main(["train", str(recipe), "--set", "training.max_steps=many"]) == 1
     assert "training.max_steps" in capsys.readouterr().err
+
+
+def test_public_api_resolves_lazily() -> None:
+    """Every exported name resolves; importing the package alone does not load torch."""
+    code = (
+        "import sys, em_organisms as em; assert 'torch' not in sys.modules, 'eager torch';"
+        "[getattr(em, n) for n in em.__all__]; print(len(em.__all__))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(out.stdout) > 20
