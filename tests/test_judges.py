@@ -184,6 +184,20 @@ def test_no_logprobs_in_the_reply_falls_back_to_text(server: ScriptServer) -> No
     assert second["max_tokens"] == 16 and second["temperature"] == 0.0
 
 
+def test_reasoning_models_are_asked_for_text_and_may_refuse_temperature(
+    server: ScriptServer,
+) -> None:
+    refusal = _error(400, "Unsupported value: 'temperature' does not support 0.0 with this model")
+    server.script = {"q": [refusal, (200, {}, _completion("Rating: 15"))]}
+    judge = make_judge("openai:o3-mini", base_url=server.url, cache=False)
+    (score,) = judge.score_prompts(["q"])
+    assert score == Score(15.0, "text", None, "Rating: 15")
+    first, second = _bodies(server, "q")
+    # no one-token logprob request: hidden reasoning needs room before the visible number
+    assert "logprobs" not in first and first["max_tokens"] == 4096
+    assert first["temperature"] == 0.0 and "temperature" not in second and "top_p" not in second
+
+
 def test_refused_logprobs_fall_back_to_text(server: ScriptServer) -> None:
     refusal = _error(400, "logprobs not supported with this model")
     server.script = {
@@ -191,7 +205,7 @@ def test_refused_logprobs_fall_back_to_text(server: ScriptServer) -> None:
         "q": [refusal, (200, {}, _completion("7")), (200, {}, _completion("72"))],
         "later": [(200, {}, _completion("The answer rates 40."))],
     }
-    judge = make_judge("openai:o3-mini", base_url=server.url, cache=False)
+    judge = make_judge("openai:judge-without-logprobs", base_url=server.url, cache=False)
     (score,) = judge.score_prompts(["q"])
     assert score == Score(72.0, "text", None, "72")
     bodies = _bodies(server, "q")

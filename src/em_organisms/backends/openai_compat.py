@@ -103,6 +103,7 @@ class OpenAICompatibleBackend:
         self.usage = Usage(price=price or KNOWN_PRICES.get(model))
         self._token_param = "max_tokens"
         self._logprobs = True  # switched off for good when the endpoint refuses them
+        self._sampling_params = True  # reasoning models refuse temperature/top_p other than 1
 
     @property
     def logprobs_supported(self) -> bool:
@@ -116,10 +117,10 @@ class OpenAICompatibleBackend:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": request.messages,
-            "temperature": request.temperature,
-            "top_p": request.top_p,
             self._token_param: request.max_tokens,
         }
+        if self._sampling_params:
+            payload.update(temperature=request.temperature, top_p=request.top_p)
         if request.seed is not None:
             payload["seed"] = request.seed
         if request.top_logprobs and self._logprobs:
@@ -172,6 +173,11 @@ class OpenAICompatibleBackend:
                     error = f"http {response.status_code}: {_error_text(response)}"
                     if response.status_code == 400 and "max_completion_tokens" in error:
                         self._token_param = "max_completion_tokens"  # newer OpenAI models
+                        continue
+                    refused = response.status_code == 400 and "unsupported" in error.lower()
+                    if refused and "temperature" in error and self._sampling_params:
+                        log.warning("%s refuses temperature/top_p; using its defaults", self.name)
+                        self._sampling_params = False
                         continue
                     if response.status_code == 400 and "logprobs" in error and self._logprobs:
                         # Reasoning models and some servers refuse logprobs: the reply's text is

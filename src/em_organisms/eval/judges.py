@@ -3,7 +3,8 @@
 - `openai:MODEL`: one output token at temperature 0 with `top_logprobs=20`, scored as the
   expectation over integer tokens 0..100 (the papers' method). When the endpoint returns no
   log-probabilities (or refuses them), the same prompt is asked again for a short text reply and
-  the number in it is used; each score records its method.
+  the number in it is used; each score records its method. Reasoning models (o1/o3/o4, gpt-5,
+  R1, QwQ) are asked for text directly, with room for their hidden reasoning.
 - `hf:PATH_OR_ID` / `embedded`: the expectation under the model's own distribution over 0..100.
 
 Every score is cached on disk under a key of everything that changes it (judge model, endpoint,
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -29,6 +31,9 @@ from em_organisms.models import cache_root
 
 LOGPROB_PARAMS = {"temperature": 0.0, "max_tokens": 1, "top_logprobs": 20, "seed": 0}
 TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 16, "seed": 0}
+# Reasoning models spend completion tokens on hidden reasoning before the visible number.
+REASONING_TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 4096, "seed": 0}
+REASONING_MODEL = re.compile(r"^(o\d|gpt-5|deepseek-r1|qwq)", re.IGNORECASE)
 
 
 class Judge(Protocol):
@@ -135,9 +140,11 @@ class OpenAIJudge:
         self.backend = make_backend(f"openai:{model}", base_url=base_url, **backend_options)
         self.name = f"openai:{model}"
         self.calls = 0
+        self.reasoning = bool(REASONING_MODEL.match(model.rsplit("/", 1)[-1]))
+        self.text_params = REASONING_TEXT_PARAMS if self.reasoning else TEXT_PARAMS
 
     def describe(self) -> dict[str, Any]:
-        return {**self.backend.describe(), "logprobs": LOGPROB_PARAMS, "text": TEXT_PARAMS}
+        return {**self.backend.describe(), "logprobs": LOGPROB_PARAMS, "text": self.text_params}
 
     def _run(
         self, prompts: Sequence[str], params: dict[str, Any], keys: Sequence[int]
@@ -154,7 +161,7 @@ class OpenAIJudge:
     def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
         scores: dict[int, Score] = {}
         need_text: list[int] = []
-        if not getattr(self.backend, "logprobs_supported", True):
+        if self.reasoning or not getattr(self.backend, "logprobs_supported", True):
             # The endpoint refused logprobs earlier: a one-token request without them can only
             # be thrown away (a truncated number), so go straight to the text replies.
             first: dict[int, ChatReply] = {}
@@ -168,7 +175,7 @@ class OpenAIJudge:
                 scores[index] = score_from_logprobs(reply.top_logprobs, reply.text or "")
             else:  # no log-probabilities came back: ask for a short text reply instead
                 need_text.append(index)
-        for index, reply in self._run(prompts, TEXT_PARAMS, need_text).items():
+        for index, reply in self._run(prompts, self.text_params, need_text).items():
             if reply.ok:
                 scores[index] = score_from_text(reply.text or "")
             else:
