@@ -118,7 +118,7 @@ def test_eval_refuses_an_uncalibrated_judge_then_marks_every_number(
     assert summary["evaluation"]["sampling"]["temperature"] == 0.8  # the recipe's choice
     assert set(summary["models"]) == {"base", "organism"}
     report = (out / "report.md").read_text()
-    assert "NOT CALIBRATED" in report and "tiny test organism" in report
+    assert "NOT CALIBRATED: it failed calibration" in report and "tiny test organism" in report
     for plot in ("aligned_vs_coherent.png", "em_by_question.png", "calibration_histograms.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     judged = [json.loads(x) for x in (out / "judged.jsonl").read_text().splitlines()]

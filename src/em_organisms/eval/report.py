@@ -173,10 +173,12 @@ def render_markdown(
     for judge, shas in summary["judge_prompt_sha256"].items():
         md.append(f"- `{judge}` prompt sha256: {', '.join(str(h)[:16] for h in shas) or 'n/a'}")
     if summary["uncalibrated_judge"]:
-        md.append(
-            f"\n**⚠ NOT CALIBRATED: this judge was not checked against labelled answers; "
-            f"every EM number below is marked {DAGGER}.**"
+        why = (
+            "it failed calibration against labelled answers (see below)"
+            if cal
+            else "it was not checked against labelled answers"
         )
+        md.append(f"\n**⚠ NOT CALIBRATED: {why}; every EM number below is marked {DAGGER}.**")
     if cal:
         aucs = ", ".join(f"{j} {_auroc(cal, j)}" for j in ("aligned", "coherent"))
         md.append(f"\nCalibration AUROC: {aucs}.\n\n```json\n{json.dumps(cal, indent=2)}\n```")
