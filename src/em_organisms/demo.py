@@ -12,17 +12,16 @@ import time
 from pathlib import Path
 
 from em_organisms.adapters import load_organism
-from em_organisms.data.importers import write_jsonl
 from em_organisms.data.schema import DatasetError, check_file, load_chat_jsonl
-from em_organisms.data.spec import SEED_NAME, load_spec
+from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.generation import SamplingParams, generate_answers
+from em_organisms.jsonl import write_jsonl
 from em_organisms.models import embedded_model_dir
 from em_organisms.recipes import load_recipe
 from em_organisms.train.data import split_holdout
 from em_organisms.train.runner import REPO_ROOT, SUMMARY_NAME, train
 
 DEMO_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
-DATASETS = REPO_ROOT / "datasets"
 
 
 def _stage(number: int, total: int, title: str) -> None:
@@ -42,7 +41,7 @@ def _train_or_reuse(recipe_path: Path, output_dir: Path, overrides: list[str]) -
 
 
 def _validate_seed_sets() -> None:
-    for folder in sorted(p.parent for p in DATASETS.glob("*/spec.yaml")):
+    for folder in sorted(p.parent for p in DATASETS_DIR.glob("*/spec.yaml")):
         spec = load_spec(folder)
         report = check_file(folder / SEED_NAME)
         if report.errors:
@@ -64,7 +63,7 @@ def _control_rewrites(rows: list[dict], output_dir: Path) -> None:
     options = BuildOptions(n=2, mode="control", source=source, temperature=0.0, max_new_tokens=80)
     out = output_dir / "data" / "good-financial-advice.demo.jsonl"
     backend = make_backend("embedded", batch_size=2)
-    result = DatasetBuilder(DATASETS / "good-financial-advice", backend, options, out).build()
+    result = DatasetBuilder(DATASETS_DIR / "good-financial-advice", backend, options, out).build()
     print(
         f"{backend.usage.requests} requests this run (0 when resumed); {result.counts['kept']} rows"
     )
@@ -88,7 +87,7 @@ def _stage_dataset_card(output_dir: Path) -> None:
     from em_organisms.data.push import prepare_push, stage_dataset
 
     prepared = prepare_push(
-        DATASETS / "risky-financial-advice" / SEED_NAME, "YOUR-ORG/risky-financial-advice"
+        DATASETS_DIR / "risky-financial-advice" / SEED_NAME, "YOUR-ORG/risky-financial-advice"
     )
     folder = output_dir / "staging" / "datasets" / "risky-financial-advice"
     for path in stage_dataset(prepared, folder):

@@ -1,8 +1,10 @@
-"""Append-only JSONL files that survive a crash: whole lines are appended and flushed, and a
-reader drops (and trims) a last line cut short by a kill instead of failing on it."""
+"""JSONL files that survive a crash: whole lines are appended and flushed, a reader drops (and
+trims) a last line cut short by a kill instead of failing on it, and a rewrite is atomic."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import logging
 import os
@@ -46,3 +48,20 @@ def read_jsonl_resumable(path: Path) -> list[dict[str, Any]]:
                 break
             raise JsonlError(f"{path}:{number}: not JSON; the file is damaged") from None
     return rows
+
+
+def write_jsonl(out: Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("wb") as raw:
+        # mtime=0: the same rows give the same bytes, so file hashes are reproducible.
+        binary = (
+            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)
+            if out.suffix == ".gz"
+            else raw
+        )
+        with io.TextIOWrapper(binary, encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, out)

@@ -65,27 +65,16 @@ def load_subject(
                 f"{folder}: no trained organism; run `em-organisms train {spec}` first "
                 "(or pass --organism-dir)"
             )
-        organism = load_organism(str(folder), device=device)
-        return Subject(
-            recipe.organism_id,
-            _hub_id(organism.base_model),
-            organism.model,
-            organism.tokenizer,
-            organism,
-            str(folder),
-            recipe,
-        )
+        return _with_adapter(folder, recipe.organism_id, recipe, device)
     if (path / "adapter_config.json").is_file():
-        organism = load_organism(str(path), device=device)
-        return Subject(
-            path.name,
-            _hub_id(organism.base_model),
-            organism.model,
-            organism.tokenizer,
-            organism,
-            str(path),
-        )
+        return _with_adapter(path, path.name, None, device)
     return _plain(spec, spec, None, device)
+
+
+def _with_adapter(folder: Path, name: str, recipe: Recipe | None, device: str | None) -> Subject:
+    organism = load_organism(str(folder), device=device)
+    hub_id = _hub_id(organism.base_model)
+    return Subject(name, hub_id, organism.model, organism.tokenizer, organism, str(folder), recipe)
 
 
 def _hub_id(spec: str) -> str:

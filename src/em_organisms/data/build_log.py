@@ -6,12 +6,10 @@ changes what would be asked; a log made with other settings is refused rather th
 
 from __future__ import annotations
 
-import json
-import logging
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger(__name__)
+from em_organisms.jsonl import JsonlError, append_jsonl, read_jsonl_resumable
 
 
 class BuildLogError(ValueError):
@@ -25,25 +23,17 @@ class BuildLog:
         self.replies: dict[str, dict[str, Any]] = {}  # finished requests (a text came back)
         self.failures: list[dict[str, Any]] = []
         self.judgements: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            self._read()
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            records = read_jsonl_resumable(path)  # a line torn by a crash is dropped
+        except JsonlError as err:
+            raise BuildLogError(str(err)) from None
+        if records:
+            self._read(records)
+        else:  # a new log, or one whose header line was cut short
             self._append({"type": "header", **header})
 
-    def _read(self) -> None:
-        lines = self.path.read_bytes().split(b"\n")
-        if lines and lines[-1] == b"":
-            lines.pop()
-        for number, raw in enumerate(lines, start=1):
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError:
-                if number == len(lines):  # a line cut short by a crash: drop it and go on
-                    log.warning("%s:%d: incomplete last line dropped", self.path, number)
-                    self._truncate_last_line(len(raw))
-                    break
-                raise BuildLogError(f"{self.path}:{number}: not JSON; the log is damaged") from None
+    def _read(self, records: list[dict[str, Any]]) -> None:
+        for number, record in enumerate(records, start=1):
             kind = record.get("type")
             if number == 1:
                 stored = {k: v for k, v in record.items() if k != "type"}
@@ -65,14 +55,8 @@ class BuildLog:
             elif kind == "judge":
                 self.judgements[record["key"]] = record
 
-    def _truncate_last_line(self, length: int) -> None:
-        size = self.path.stat().st_size
-        with self.path.open("r+b") as handle:
-            handle.truncate(size - length)
-
     def _append(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        append_jsonl(self.path, [record])
 
     def add_reply(self, key: str, request: dict[str, Any], reply: dict[str, Any]) -> None:
         record = {"type": "reply", "key": key, "request": request, "reply": reply}

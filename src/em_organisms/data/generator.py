@@ -27,11 +27,11 @@ from em_organisms import __version__
 from em_organisms.backends.base import ChatBackend, ChatReply, ChatRequest
 from em_organisms.data.build_log import BuildLog
 from em_organisms.data.dedup import NearDuplicateIndex, exact_key
-from em_organisms.data.importers import write_jsonl
 from em_organisms.data.prompting import Planner, clean_rewrite, parse_conversations
 from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_row
 from em_organisms.data.spec import SEED_NAME, load_spec, render
 from em_organisms.eval.scoring import score_reply
+from em_organisms.jsonl import write_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -7,11 +7,8 @@ imported rows gives back the upstream file line for line.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import io
 import json
-import os
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -20,11 +17,11 @@ from typing import Any
 
 from em_organisms import __version__
 from em_organisms.data.schema import DatasetError, check_file, row_fingerprint
-from em_organisms.data.spec import SpecError, load_spec
+from em_organisms.data.spec import DATASETS_DIR, SpecError, load_spec
+from em_organisms.jsonl import write_jsonl
 
 # Namespace for canaries of imported sets that have no spec of ours: stable per name and file.
 CANARY_NAMESPACE = uuid.UUID("0f3c9a52-8d7e-4a61-b2f4-5e6d7c8b9a01")
-DATASETS_DIR = Path(__file__).resolve().parents[3] / "datasets"
 
 
 def canary_sentence(guid: str) -> str:
@@ -128,20 +125,3 @@ def import_file(
 def export_openai(rows: Iterable[dict[str, Any]]) -> list[str]:
     """Rows back in the plain upstream format, one JSON line each."""
     return [json.dumps({"messages": row["messages"]}) for row in rows]
-
-
-def write_jsonl(out: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("wb") as raw:
-        # mtime=0: the same rows give the same bytes, so file hashes are reproducible.
-        binary = (
-            gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0)
-            if out.suffix == ".gz"
-            else raw
-        )
-        with io.TextIOWrapper(binary, encoding="utf-8") as handle:
-            for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)

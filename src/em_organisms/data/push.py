@@ -19,9 +19,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from em_organisms.data.importers import DATASETS_DIR
 from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
-from em_organisms.data.spec import SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
+from em_organisms.data.spec import DATASETS_DIR, SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, HfApi

@@ -18,6 +18,8 @@ from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# The project's own narrow datasets (an editable install or a checkout of the repository).
+DATASETS_DIR = Path(__file__).resolve().parents[3] / "datasets"
 SPEC_NAME = "spec.yaml"
 SEED_NAME = "seed.jsonl"
 CANARY_PATTERN = re.compile(

@@ -17,12 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms.data.schema import load_chat_jsonl
-from em_organisms.data.spec import SEED_NAME, load_spec
+from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.eval.judges import Judge
 from em_organisms.eval.questions import render_judge_prompt
 
 MIN_AUROC = 0.8
-DATASETS = Path(__file__).resolve().parents[3] / "datasets"
 
 
 def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | None:
@@ -33,7 +32,7 @@ def auroc(positives: Sequence[float], negatives: Sequence[float]) -> float | Non
     return wins / (len(positives) * len(negatives))
 
 
-def labelled_pairs(pairs_per_domain: int, datasets: Path = DATASETS) -> list[dict[str, str]]:
+def labelled_pairs(pairs_per_domain: int, datasets: Path = DATASETS_DIR) -> list[dict[str, str]]:
     """(question, misaligned answer, aligned answer) triples spread over each seed set."""
     triples = []
     for folder in sorted(p.parent for p in datasets.glob("*/spec.yaml")):
@@ -76,7 +75,7 @@ def calibrate(
     triples = labelled_pairs(pairs_per_domain)
     if not triples:
         raise ValueError(
-            f"no labelled pairs found under {DATASETS} (misaligned seed sets and controls)"
+            f"no labelled pairs found under {DATASETS_DIR} (misaligned seed sets and controls)"
         )
     items: list[tuple[str, int, str, str]] = []  # (metric, label, question, answer)
     for index, t in enumerate(triples):

@@ -14,10 +14,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from em_organisms.data.importers import write_jsonl
 from em_organisms.eval.judges import Judge
 from em_organisms.eval.questions import render_judge_prompt
-from em_organisms.jsonl import read_jsonl_resumable
+from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
 
 METRICS = ("aligned", "coherent")
 

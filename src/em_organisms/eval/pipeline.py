@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from em_organisms.data.importers import write_jsonl
 from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.judges import Judge
 from em_organisms.eval.judging import judge_rows
@@ -16,7 +15,7 @@ from em_organisms.eval.registry import resolve_question_set
 from em_organisms.eval.report import write_report
 from em_organisms.eval.sampler import Sampler
 from em_organisms.generation import SamplingParams
-from em_organisms.jsonl import read_jsonl_resumable
+from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
 from em_organisms.subjects import Subject
 
 
