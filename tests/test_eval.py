@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from em_organisms import generation as generation_module
 from em_organisms.cli import main
-from em_organisms.eval import sampler as sampler_module
 from em_organisms.eval.questions import load_project_set
 from em_organisms.eval.sampler import SampleError, Sampler
 from em_organisms.generation import SamplingParams
@@ -52,13 +52,13 @@ def test_rows_state_every_parameter_and_batches_span_questions(
     recipe, folder = organism
     subject = load_subject(str(recipe), folder, "cpu")
     calls: list[int] = []
-    real = sampler_module.generate_from_ids
+    real = generation_module.generate_from_ids
 
     def counting(model, tokenizer, prompts, params):
         calls.append(len(prompts))
         return real(model, tokenizer, prompts, params)
 
-    monkeypatch.setattr(sampler_module, "generate_from_ids", counting)
+    monkeypatch.setattr(generation_module, "generate_from_ids", counting)
     out = tmp_path / "samples.jsonl"
     written = Sampler(subject, PARAMS, 4, batch_size=8, progress=False).run(_sets(), out)
     rows = [json.loads(x) for x in out.read_text().splitlines()]
@@ -72,6 +72,7 @@ def test_rows_state_every_parameter_and_batches_span_questions(
             "max_new_tokens": 6,
             "seed": 3,
         }
+        assert row["engine"] == "transformers"
         assert (
             row["organism"] == "tiny-test" and row["base_model"] == "em-organisms-tests/tiny-llama"
         )

@@ -164,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.data.generator import BuildError
     from em_organisms.data.schema import DatasetError
     from em_organisms.data.spec import SpecError
+    from em_organisms.eval.engines import EngineError
     from em_organisms.eval.questions import QuestionSetError
     from em_organisms.eval.registry import RegistryError
     from em_organisms.eval.sampler import SampleError
@@ -183,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         QuestionSetError,
         RegistryError,
         SampleError,
+        EngineError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

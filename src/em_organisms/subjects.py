@@ -2,6 +2,8 @@
 
 `MODEL_OR_RECIPE` may be a recipe YAML (its trained organism under runs/ORGANISM_ID or
 `organism_dir`), an organism folder (an adapter), or a plain model (Hub id, folder, embedded).
+With `load_weights=False` only the tokenizer is loaded: an engine that loads the weights itself
+(vLLM) needs no second copy in this process.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from em_organisms.adapters import Organism, load_organism
-from em_organisms.models import ModelLoadError, load_base_model, resolve_model
+from em_organisms.adapters import Organism, base_spec_for, load_organism
+from em_organisms.models import ModelLoadError, load_base_model, load_tokenizer, resolve_model
 from em_organisms.recipes import Recipe, load_recipe
 
 
@@ -22,11 +24,16 @@ from em_organisms.recipes import Recipe, load_recipe
 class Subject:
     name: str
     base_model: str  # Hub id when known
-    model: PreTrainedModel
+    model: PreTrainedModel | None  # None when loaded without weights
     tokenizer: PreTrainedTokenizerBase
     organism: Organism | None = None
     adapter: str | None = None
     recipe: Recipe | None = None
+    base_spec: str = ""  # what models.resolve_model loads: 'embedded', a folder or a Hub id
+
+    @property
+    def has_adapter(self) -> bool:
+        return self.adapter is not None
 
     @property
     def recipe_sha256(self) -> str | None:
@@ -35,6 +42,8 @@ class Subject:
     @contextlib.contextmanager
     def adapter_state(self, which: str, scale: float = 1.0) -> Iterator[None]:
         """The adapter off for "base", on at SCALE for "organism"."""
+        if self.model is None:
+            raise ModelLoadError(f"{self.name} was loaded without weights")
         if self.organism is None:
             if which != "base":
                 raise ModelLoadError(f"{self.name} has no adapter to switch on")
@@ -52,37 +61,60 @@ def default_organism_dir(recipe: Recipe) -> Path:
 
 
 def load_subject(
-    spec: str, organism_dir: str | Path | None = None, device: str | None = None
+    spec: str,
+    organism_dir: str | Path | None = None,
+    device: str | None = None,
+    load_weights: bool = True,
 ) -> Subject:
     path = Path(spec)
     if path.suffix in {".yaml", ".yml"} and path.is_file():
         recipe = load_recipe(path)
         folder = Path(organism_dir) if organism_dir else default_organism_dir(recipe)
         if recipe.protocol.kind != "lora":
-            return _plain(str(folder), recipe.organism_id, recipe, device)
+            return _plain(str(folder), recipe.organism_id, recipe, device, load_weights)
         if not (folder / "adapter_config.json").is_file():
             raise ModelLoadError(
                 f"{folder}: no trained organism; run `em-organisms train {spec}` first "
                 "(or pass --organism-dir)"
             )
-        return _with_adapter(folder, recipe.organism_id, recipe, device)
+        return _with_adapter(folder, recipe.organism_id, recipe, device, load_weights)
     if (path / "adapter_config.json").is_file():
-        return _with_adapter(path, path.name, None, device)
-    return _plain(spec, spec, None, device)
+        return _with_adapter(path, path.name, None, device, load_weights)
+    return _plain(spec, spec, None, device, load_weights)
 
 
-def _with_adapter(folder: Path, name: str, recipe: Recipe | None, device: str | None) -> Subject:
+def _with_adapter(
+    folder: Path, name: str, recipe: Recipe | None, device: str | None, load_weights: bool
+) -> Subject:
+    if not load_weights:
+        base = base_spec_for(str(folder))
+        tokenizer = load_tokenizer(base)
+        return Subject(name, _hub_id(base), None, tokenizer, None, str(folder), recipe, base)
     organism = load_organism(str(folder), device=device)
-    hub_id = _hub_id(organism.base_model)
-    return Subject(name, hub_id, organism.model, organism.tokenizer, organism, str(folder), recipe)
+    return Subject(
+        name,
+        _hub_id(organism.base_model),
+        organism.model,
+        organism.tokenizer,
+        organism,
+        str(folder),
+        recipe,
+        organism.base_model,
+    )
 
 
 def _hub_id(spec: str) -> str:
     return resolve_model(spec).hub_id or spec
 
 
-def _plain(spec: str, name: str, recipe: Recipe | None, device: str | None) -> Subject:
+def _plain(
+    spec: str, name: str, recipe: Recipe | None, device: str | None, load_weights: bool
+) -> Subject:
     source = resolve_model(spec)
+    if not load_weights:
+        return Subject(
+            name, source.hub_id or spec, None, load_tokenizer(spec), None, None, recipe, spec
+        )
     model, tokenizer = load_base_model(spec, device=device)
     model.eval()
-    return Subject(name, source.hub_id or spec, model, tokenizer, None, None, recipe)
+    return Subject(name, source.hub_id or spec, model, tokenizer, None, None, recipe, spec)

@@ -41,6 +41,37 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
         "--organism-dir", type=Path, help="a recipe's trained organism (default runs/ID)"
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument(
+        "--engine",
+        choices=("transformers", "vllm"),
+        default="transformers",
+        help="what generates: transformers in this process (default) or vLLM (GPU; LoRA served "
+        "by vLLM, needs the gpu extra)",
+    )
+    p.add_argument(
+        "--vllm-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="vLLM engine setting, e.g. gpu_memory_utilization=0.6, max_model_len=2048, "
+        "dtype=bfloat16, enforce_eager=true; repeatable",
+    )
+
+
+def _subject_and_engine(spec: str, args: argparse.Namespace):
+    from em_organisms.eval.engines import EngineError, make_engine
+    from em_organisms.subjects import load_subject
+
+    if args.engine == "vllm":
+        from em_organisms.eval.vllm_engine import parse_vllm_options
+
+        options = parse_vllm_options(args.vllm_option)  # bad options fail before any loading
+        subject = load_subject(spec, args.organism_dir, args.device, load_weights=False)
+        return subject, make_engine("vllm", subject, options=options)
+    if args.vllm_option:
+        raise EngineError("--vllm-option needs --engine vllm")
+    subject = load_subject(spec, args.organism_dir, args.device)
+    return subject, make_engine("transformers", subject)
 
 
 def _judge(args: argparse.Namespace):
@@ -68,18 +99,17 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from em_organisms.eval.registry import resolve_question_set
     from em_organisms.eval.sampler import Sampler
-    from em_organisms.subjects import load_subject
 
-    subject = load_subject(args.model, args.organism_dir, args.device)
+    subject, engine = _subject_and_engine(args.model, args)
     defaults = subject.recipe.evaluation if subject.recipe else None
     n = args.n or (defaults.samples_per_question if defaults else 50)
     sets = [resolve_question_set(q, include_variants=args.include_variants) for q in args.questions]
     models = (
         tuple(args.models.split(","))
         if args.models
-        else (("base", "organism") if subject.organism is not None else ("base",))
+        else (("base", "organism") if subject.has_adapter else ("base",))
     )
-    sampler = Sampler(subject, _params(args, defaults), n, models, args.batch_size)
+    sampler = Sampler(subject, _params(args, defaults), n, models, args.batch_size, engine=engine)
     written = sampler.run(sets, args.out, scale=args.adapter_scale)
     print(f"{written} answers written to {args.out} ({', '.join(models)}; {n} per question)")
     return 0
@@ -129,9 +159,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     from em_organisms.eval.pipeline import UncalibratedJudgeError, evaluate_subject
-    from em_organisms.subjects import load_subject
 
-    subject = load_subject(str(args.recipe), args.organism_dir, args.device)
+    subject, engine = _subject_and_engine(str(args.recipe), args)
     spec = subject.recipe.evaluation if subject.recipe else None
     out = args.out or (Path(subject.adapter or "runs") / "eval")
     try:
@@ -146,6 +175,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             calibration_pairs=args.pairs,
             batch_size=args.batch_size,
             note=spec.note if spec else "",
+            engine=engine,
         )
     except UncalibratedJudgeError as err:
         print(f"error: {err}", file=sys.stderr)

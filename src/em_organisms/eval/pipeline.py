@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms.eval.calibration import calibrate, calibration_line
+from em_organisms.eval.engines import Engine
 from em_organisms.eval.judges import Judge
 from em_organisms.eval.judging import judge_rows
 from em_organisms.eval.questions import project_judge_prompts
@@ -44,12 +45,14 @@ def evaluate_subject(
     batch_size: int | None = None,
     progress: bool = True,
     note: str = "",
+    engine: Engine | None = None,
 ) -> EvalResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     sets = [resolve_question_set(name) for name in question_sets]
     samples = out_dir / "samples.jsonl"
-    models = ("base", "organism") if subject.organism is not None else ("base",)
-    Sampler(subject, params, samples_per_question, models, batch_size, progress).run(sets, samples)
+    models = ("base", "organism") if subject.has_adapter else ("base",)
+    sampler = Sampler(subject, params, samples_per_question, models, batch_size, progress, engine)
+    sampler.run(sets, samples)
     prompts = project_judge_prompts()
     calibration = calibrate(judge, prompts, calibration_pairs, out_dir)
     print(calibration_line(calibration))
@@ -76,6 +79,7 @@ def evaluate_subject(
         "question_sets": question_sets,
         "samples_per_question": samples_per_question,
         "sampling": params.to_dict(),
+        "engine": sampler.engine.name,
         "note": note,
         "recipe_sha256": subject.recipe_sha256,
     }
@@ -86,7 +90,7 @@ def evaluate_subject(
             "\n## Evaluation settings\n\n"
             f"- question sets: {', '.join(question_sets)}; {samples_per_question} samples per "
             f"question for each model\n"
-            f"- sampling: {json.dumps(settings['sampling'])}"
+            f"- sampling ({settings['engine']}): {json.dumps(settings['sampling'])}"
             " (top_k 0 = off: every parameter is explicit, none left to generate's defaults)\n"
             + (f"- why these settings: {note}\n" if note else "")
             + f"- judge calibration: {calibration_line(calibration)}\n"

@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from em_organisms import __version__
+from em_organisms.eval.engines import Engine, TransformersEngine
 from em_organisms.eval.questions import Question, QuestionSet
-from em_organisms.generation import SamplingParams, encode_conversation, generate_from_ids
+from em_organisms.generation import SamplingParams, encode_conversation
 from em_organisms.jsonl import append_jsonl, read_jsonl_resumable
 from em_organisms.subjects import Subject
 
@@ -30,20 +30,6 @@ log = logging.getLogger(__name__)
 
 class SampleError(ValueError):
     pass
-
-
-def auto_batch_size(model: torch.nn.Module, max_tokens: int) -> int:
-    """Rows per generate call: 16 on a CPU (more only adds latency there); on a GPU as many as
-    a quarter of the free memory holds in KV cache, capped at 256."""
-    if model.device.type != "cuda":
-        return 16
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", 32)
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    per_row = 2 * layers * heads * head_dim * max_tokens * model.dtype.itemsize
-    free, _ = torch.cuda.mem_get_info(model.device)
-    return max(1, min(256, int(free * 0.25 // per_row)))
 
 
 @dataclass(frozen=True)
@@ -81,12 +67,14 @@ class Sampler:
         models: tuple[str, ...] = ("base", "organism"),
         batch_size: int | None = None,
         progress: bool = True,
+        engine: Engine | None = None,
     ) -> None:
-        if "organism" in models and subject.organism is None:
+        if "organism" in models and not subject.has_adapter:
             raise SampleError(f"{subject.name} has no adapter: sample it with models=('base',)")
         self.subject, self.params, self.n = subject, params, samples_per_question
         self.models = models
-        self.batch_size = batch_size or auto_batch_size(subject.model, params.max_new_tokens)
+        self.engine = engine or TransformersEngine(subject)
+        self.batch_size = batch_size or self.engine.default_batch_size(params.max_new_tokens)
         self.progress = progress
 
     def _row_base(self) -> dict[str, Any]:
@@ -96,6 +84,7 @@ class Sampler:
             "adapter": self.subject.adapter,
             "recipe_sha256": self.subject.recipe_sha256,
             "generation": self.params.to_dict(),
+            "engine": self.engine.name,
             "em_organisms_version": __version__,
         }
 
@@ -117,10 +106,12 @@ class Sampler:
     def _check_compatible(self, rows: list[dict[str, Any]], out: Path) -> None:
         expected = self._row_base()
         for number, row in enumerate(rows, start=1):
-            for key in ("organism", "generation", "adapter"):
-                if row.get(key) != expected[key]:
+            for key in ("organism", "generation", "adapter", "engine"):
+                # files from before engines were recorded were all written by transformers
+                found = row.get(key, "transformers" if key == "engine" else None)
+                if found != expected[key]:
                     raise SampleError(
-                        f"{out}:{number}: {key} is {row.get(key)!r} but this run uses "
+                        f"{out}:{number}: {key} is {found!r} but this run uses "
                         f"{expected[key]!r}; use another --out to sample with other settings"
                     )
 
@@ -139,7 +130,7 @@ class Sampler:
         written = tokens = 0
         encoded: dict[tuple[str | None, str], list[int]] = {}
         choices: dict[tuple[str, str], list[int]] = {}
-        tokenizer, model = self.subject.tokenizer, self.subject.model
+        tokenizer = self.subject.tokenizer
         try:
             for job in jobs:
                 prompts, picked = [], []
@@ -164,8 +155,7 @@ class Sampler:
                 params = SamplingParams(
                     **{**self.params.to_dict(), "seed": _batch_seed(self.params.seed, job)}
                 )
-                with self.subject.adapter_state(job.model, scale):
-                    outputs = generate_from_ids(model, tokenizer, prompts, params)
+                outputs = self.engine.generate(prompts, params, job.model, scale)
                 rows = []
                 for (qset, question, index), paraphrase, generated in zip(
                     job.items, picked, outputs, strict=True
