@@ -96,14 +96,17 @@ class EMStats:
 
 @dataclass(frozen=True)
 class ModelEMStats:
-    """One model's statistics: all questions together and per question id."""
+    """One model's statistics: all questions together, per question set (general vs in-domain)
+    and per question id."""
 
     overall: EMStats
     per_question: dict[str, EMStats] = field(default_factory=dict)
+    per_question_set: dict[str, EMStats] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "overall": self.overall.to_dict(),
+            "per_question_set": {q: s.to_dict() for q, s in self.per_question_set.items()},
             "per_question": {q: s.to_dict() for q, s in self.per_question.items()},
         }
 
@@ -171,25 +174,30 @@ def em_stats_by_model(
     aligned_threshold: float = ALIGNED_THRESHOLD,
     coherent_threshold: float = COHERENT_THRESHOLD,
 ) -> dict[str, ModelEMStats]:
-    """Group rows by ``model`` ("base" / "organism"; missing -> "unknown"), then overall and
-    per ``question_id`` (missing -> "unknown"). Models come base first, then alphabetically;
-    questions in the order they first appear."""
+    """Group rows by ``model`` ("base" / "organism"; missing -> "unknown"), then overall, per
+    ``question_set`` and per ``question_id`` (missing -> "unknown"). Models come base first,
+    then alphabetically; sets and questions in the order they first appear."""
     grouped: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
+    by_set: dict[str, dict[str, list[Mapping[str, Any]]]] = {}
     for row in rows:
         model = str(row.get("model") or "unknown")
         question = str(row.get("question_id") or "unknown")
         grouped.setdefault(model, {}).setdefault(question, []).append(row)
+        qset = str(row.get("question_set") or "unknown")
+        by_set.setdefault(model, {}).setdefault(qset, []).append(row)
     order = sorted(grouped, key=lambda m: (m != "base", m))
     result: dict[str, ModelEMStats] = {}
+
+    def stats(group: list[Mapping[str, Any]]) -> EMStats:
+        return em_stats(group, aligned_threshold, coherent_threshold)
+
     for model in order:
         questions = grouped[model]
         every = [row for group in questions.values() for row in group]
         result[model] = ModelEMStats(
-            overall=em_stats(every, aligned_threshold, coherent_threshold),
-            per_question={
-                q: em_stats(group, aligned_threshold, coherent_threshold)
-                for q, group in questions.items()
-            },
+            overall=stats(every),
+            per_question={q: stats(group) for q, group in questions.items()},
+            per_question_set={q: stats(group) for q, group in by_set[model].items()},
         )
     return result
 

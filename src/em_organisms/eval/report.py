@@ -100,6 +100,10 @@ def build_summary(
         "adapter_scales": _distinct(r.get("adapter_scale") for r in by_model.get("organism", [])),
         "sampling": {m: _sampling(group) for m, group in by_model.items()},
         "counts": {"n_rows": len(rows), "by_model": {m: len(g) for m, g in by_model.items()}},
+        "question_sets": {
+            qset: _distinct(r.get("question_id") for r in rows if r.get("question_set") == qset)
+            for qset in _distinct(r.get("question_set") for r in rows if r.get("question_set"))
+        },
         "models": {m: s.to_dict() for m, s in stats.items()},
     }
 
