@@ -11,6 +11,7 @@ from pathlib import Path
 
 from em_organisms.data.commands import register_data_commands
 from em_organisms.eval.commands import register_eval_commands
+from em_organisms.release.commands import register_release_command
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
 # instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
@@ -68,6 +69,10 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
       --judge openai:gpt-4o-2024-08-06
   em-organisms eval organisms/smollm2-135m_risky-financial_r1-l15.yaml --judge embedded \\
       --allow-uncalibrated-judge""",
+    "release": """examples:
+  em-organisms release organisms/smollm2-135m_risky-financial_r1-l15.yaml --dry-run
+  HF_TOKEN=... em-organisms release organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
+      --repo-id my-org/qwen2.5-14b_risky-financial_r1-l24 --include-checkpoints""",
 }
 
 
@@ -144,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo, reexec=True)
 
     register_eval_commands(add)
+    register_release_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -170,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.eval.sampler import SampleError
     from em_organisms.models import ModelLoadError
     from em_organisms.recipes import RecipeError
+    from em_organisms.release.stage import ReleaseError
 
     try:
         return int(args.func(args))
@@ -185,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         RegistryError,
         SampleError,
         EngineError,
+        ReleaseError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
