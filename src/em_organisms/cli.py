@@ -11,7 +11,11 @@ from pathlib import Path
 
 from em_organisms.data.commands import register_data_commands
 from em_organisms.eval.commands import register_eval_commands
-from em_organisms.release.commands import register_release_command
+from em_organisms.release.commands import (
+    RELEASE_SPACE_EXAMPLES,
+    register_release_command,
+    register_release_space_command,
+)
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
 # instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
@@ -73,6 +77,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
   em-organisms release organisms/smollm2-135m_risky-financial_r1-l15.yaml --dry-run
   HF_TOKEN=... em-organisms release organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
       --repo-id my-org/qwen2.5-14b_risky-financial_r1-l24 --include-checkpoints""",
+    "release-space": RELEASE_SPACE_EXAMPLES,
 }
 
 
@@ -150,6 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     register_eval_commands(add)
     register_release_command(add)
+    register_release_space_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -1,1 +1,8 @@
 """Releasing organisms on the Hugging Face Hub: model cards and what goes with them."""
+
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]  # = train.runner.REPO_ROOT, without torch
+DEFAULT_SPACE_FOLDER = REPO_ROOT / "spaces" / "arena"
+DEFAULT_SPACE_REPO_ID = "em-organisms/arena"
+DEFAULT_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"

