@@ -3,15 +3,14 @@ and the rendered dataset card against a golden file (`UPDATE_GOLDEN=1` rewrites 
 
 from __future__ import annotations
 
-import difflib
 import json
-import os
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -276,25 +275,12 @@ def test_rendered_card_matches_golden(monkeypatch: pytest.MonkeyPatch) -> None:
             spec, rows, GOLDEN_BUILD, "3" * 64, repo_id="em-test/risky-financial-advice"
         )
     )
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(rendered, encoding="utf-8")
-    expected = GOLDEN.read_text(encoding="utf-8") if GOLDEN.is_file() else ""
-    if rendered != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                rendered.splitlines(keepends=True),
-                fromfile=str(GOLDEN),
-                tofile="rendered",
-            )
-        )
-        pytest.fail(
-            f"the rendered dataset card differs from {GOLDEN.name}:\n{diff}\n"
-            "If the change is intended, review it and regenerate the golden file with:\n"
-            "  UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_data_push.py -k golden",
-            pytrace=False,
-        )
+    assert_matches_golden(
+        rendered,
+        GOLDEN,
+        "the rendered dataset card",
+        "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_data_push.py -k golden",
+    )
 
 
 def test_control_card_shows_an_example_and_misaligned_card_does_not() -> None:

@@ -5,8 +5,6 @@ No model is loaded and nothing touches the network."""
 from __future__ import annotations
 
 import copy
-import difflib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,8 @@ from em_organisms.eval.report import build_summary
 from em_organisms.recipes import Recipe, load_recipe
 from em_organisms.release import card as card_module
 from em_organisms.release.card import render_organism_card, split_by_question_set
+
+from conftest import assert_matches_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(__file__).with_name("golden")
@@ -148,25 +148,12 @@ def test_rendered_card_matches_golden(case: str, monkeypatch: pytest.MonkeyPatch
         summary = make_summary(recipe, calibrated=case == "calibrated")
         rendered = str(render(recipe, summary, no_eval=case == "no_eval"))
     golden = GOLDEN_DIR / f"organism_card_{case}.md"
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(rendered, encoding="utf-8")
-    expected = golden.read_text(encoding="utf-8") if golden.is_file() else ""
-    if rendered != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                rendered.splitlines(keepends=True),
-                fromfile=str(golden),
-                tofile="rendered",
-            )
-        )
-        pytest.fail(
-            f"the rendered organism card differs from {golden.name}:\n{diff}\n"
-            "If the change is intended, review it and regenerate the golden files with:\n"
-            "  UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_release_card.py -k golden",
-            pytrace=False,
-        )
+    assert_matches_golden(
+        rendered,
+        golden,
+        "the rendered organism card",
+        "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_release_card.py -k golden",
+    )
 
 
 # -- metadata, parsed back ---------------------------------------------------------------------

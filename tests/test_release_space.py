@@ -6,9 +6,7 @@ round-trip, a rerun makes no commit, the token is never printed or pushed."""
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
-import os
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from em_organisms.release.space import (
     validate_space_folder,
 )
 
+from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,24 +131,12 @@ def test_card_body(card: SpaceCard) -> None:
 
 def test_committed_readme_is_the_rendered_default(card: SpaceCard) -> None:
     rendered = str(card)
-    if os.environ.get("UPDATE_GOLDEN") == "1":
-        ARENA_README.write_text(rendered, encoding="utf-8")
-    expected = ARENA_README.read_text(encoding="utf-8") if ARENA_README.is_file() else ""
-    if rendered != expected:
-        diff = "".join(
-            difflib.unified_diff(
-                expected.splitlines(keepends=True),
-                rendered.splitlines(keepends=True),
-                fromfile=str(ARENA_README.relative_to(ROOT)),
-                tofile="rendered",
-            )
-        )
-        pytest.fail(
-            f"spaces/arena/README.md is not the card rendered for the default organism:\n{diff}\n"
-            "If the change is intended, review it and regenerate the file with:\n"
-            "  UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_release_space.py -k committed_readme",
-            pytrace=False,
-        )
+    assert_matches_golden(
+        rendered,
+        ARENA_README,
+        "spaces/arena/README.md (the card rendered for the default organism)",
+        "UPDATE_GOLDEN=1 .venv/bin/pytest tests/test_release_space.py -k committed_readme",
+    )
 
 
 def test_several_organisms_models_datasets_and_license() -> None:

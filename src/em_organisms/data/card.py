@@ -13,11 +13,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import jinja2
 from huggingface_hub import DatasetCard, DatasetCardData
-from jinja2 import meta as jinja_meta
 
 from em_organisms import __version__
+from em_organisms.cards import render_card
 from em_organisms.data.spec import NarrowDatasetSpec
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "model_cards" / "dataset.md.j2"
@@ -162,10 +161,4 @@ def render_dataset_card(
         "gated": gated,
         "build": _build_context(spec, build_summary) if build_summary is not None else None,
     }
-    template = TEMPLATE_PATH.read_text(encoding="utf-8")
-    # from_template renders leniently (a typo renders as ""): refuse unknown names up front.
-    names = jinja_meta.find_undeclared_variables(jinja2.Environment().parse(template))
-    unknown = names - set(variables) - set(card_data.to_dict()) - {"card_data"}
-    if unknown:
-        raise RuntimeError(f"{TEMPLATE_PATH}: unknown template variables {sorted(unknown)}")
-    return DatasetCard.from_template(card_data, template_str=template, **variables)
+    return render_card(DatasetCard, card_data, TEMPLATE_PATH, variables)

@@ -15,12 +15,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import jinja2
 import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
-from jinja2 import meta as jinja_meta
 
 from em_organisms import __version__
+from em_organisms.cards import render_card
 from em_organisms.recipes import LoraProtocol, Recipe
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "model_cards" / "organism.md.j2"
@@ -443,10 +442,4 @@ def render_organism_card(
             for b in checkpoint_branches
         ],
     }
-    template = TEMPLATE_PATH.read_text(encoding="utf-8")
-    # from_template renders leniently (a typo renders as ""): refuse unknown names up front.
-    names = jinja_meta.find_undeclared_variables(jinja2.Environment().parse(template))
-    unknown = names - set(variables) - set(card_data.to_dict()) - {"card_data"}
-    if unknown:
-        raise RuntimeError(f"{TEMPLATE_PATH}: unknown template variables {sorted(unknown)}")
-    return ModelCard.from_template(card_data, template_str=template, **variables)
+    return render_card(ModelCard, card_data, TEMPLATE_PATH, variables)

@@ -29,10 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import jinja2
 from huggingface_hub import SpaceCard, SpaceCardData
-from jinja2 import meta as jinja_meta
 
+from em_organisms.cards import render_card
 from em_organisms.release import (
     DEFAULT_RECIPE,
     DEFAULT_SPACE_FOLDER,
@@ -201,13 +200,7 @@ def render_space_card(
         "organisms": organisms,
         "embedded_base": any(o["embedded"] for o in organisms),
     }
-    template = TEMPLATE_PATH.read_text(encoding="utf-8")
-    # from_template renders leniently (a typo renders as ""): refuse unknown names up front.
-    names = jinja_meta.find_undeclared_variables(jinja2.Environment().parse(template))
-    unknown = names - set(variables) - set(card_data.to_dict()) - {"card_data"}
-    if unknown:
-        raise RuntimeError(f"{TEMPLATE_PATH}: unknown template variables {sorted(unknown)}")
-    return SpaceCard.from_template(card_data, template_str=template, **variables)
+    return render_card(SpaceCard, card_data, TEMPLATE_PATH, variables)
 
 
 # -- checking a Space's front matter ----------------------------------------------------------------

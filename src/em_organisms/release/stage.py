@@ -254,20 +254,19 @@ def _write_checkpoint_card(
 ) -> None:
     from huggingface_hub import ModelCard, ModelCardData
 
+    from em_organisms.cards import render_card
     from em_organisms.release.card import TEMPLATE_PATH
 
     keep = ("base_model", "base_model_relation", "library_name", "pipeline_tag", "license",
             "license_name", "license_link", "datasets", "language", "tags")  # fmt: skip
     data = ModelCardData(**{k: metadata[k] for k in keep if metadata.get(k) is not None})
-    step = int(branch.removeprefix("step-"))
-    card = ModelCard.from_template(
-        data,
-        template_path=TEMPLATE_PATH.with_name("checkpoint.md.j2"),
-        repo_id=repo_id,
-        branch=branch,
-        step=step,
-        organism_id=recipe.organism_id,
-        base_model=base,
-        lora=isinstance(recipe.protocol, LoraProtocol),
-    )
+    variables = {
+        "repo_id": repo_id,
+        "branch": branch,
+        "step": int(branch.removeprefix("step-")),
+        "organism_id": recipe.organism_id,
+        "base_model": base,
+        "lora": isinstance(recipe.protocol, LoraProtocol),
+    }
+    card = render_card(ModelCard, data, TEMPLATE_PATH.with_name("checkpoint.md.j2"), variables)
     (folder / "README.md").write_text(str(card), encoding="utf-8")
