@@ -43,6 +43,11 @@ _EXPORTS = {
     "em_stats": "em_organisms.eval.metrics",
     "write_report": "em_organisms.eval.report",
     "evaluate_subject": "em_organisms.eval.pipeline",
+    "make_engine": "em_organisms.eval.engines",
+    # release
+    "render_organism_card": "em_organisms.release.card",
+    "stage_release": "em_organisms.release.stage",
+    "push_release": "em_organisms.release.push",
 }
 
 __all__ = [
@@ -69,10 +74,14 @@ __all__ = [
     "load_spec",
     "load_subject",
     "load_tokenizer",
+    "make_engine",
     "make_judge",
     "parse_recipe",
     "push_dataset",
+    "push_release",
+    "render_organism_card",
     "resolve_question_set",
+    "stage_release",
     "write_report",
 ]
 
@@ -84,6 +93,7 @@ if TYPE_CHECKING:
     from em_organisms.data.schema import DatasetError, check_file, load_chat_jsonl
     from em_organisms.data.spec import load_spec
     from em_organisms.eval.calibration import calibrate
+    from em_organisms.eval.engines import make_engine
     from em_organisms.eval.judges import make_judge
     from em_organisms.eval.metrics import em_stats
     from em_organisms.eval.pipeline import evaluate_subject
@@ -93,6 +103,9 @@ if TYPE_CHECKING:
     from em_organisms.generation import SamplingParams
     from em_organisms.models import EMBEDDED, ModelLoadError, load_base_model, load_tokenizer
     from em_organisms.recipes import Recipe, RecipeError, load_recipe, parse_recipe
+    from em_organisms.release.card import render_organism_card
+    from em_organisms.release.push import push_release
+    from em_organisms.release.stage import stage_release
     from em_organisms.subjects import load_subject
 
 
