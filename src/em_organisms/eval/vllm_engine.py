@@ -138,7 +138,7 @@ class VllmEngine:
         source = resolve_model(subject.base_spec or subject.base_model)
         self.adapter = local_adapter(subject.adapter) if subject.adapter else None
         self.stops = stop_token_ids(subject, self.adapter)
-        self._lora_ids: dict[Path, int] = {}
+        self._lora_requests: dict[float, Any] = {}  # adapter scale -> vllm LoRARequest
         opts = self.options
         kwargs: dict[str, Any] = {
             "model": source.location,
@@ -175,9 +175,11 @@ class VllmEngine:
             raise EngineError(f"{self.subject.name} has no adapter to switch on")
         from vllm.lora.request import LoRARequest
 
-        folder = scaled_adapter(self.adapter, scale)
-        lora_id = self._lora_ids.setdefault(folder, len(self._lora_ids) + 1)
-        return LoRARequest(f"organism-x{scale:g}", lora_id, str(folder))
+        if scale not in self._lora_requests:  # the scaled copy is hashed and found once
+            folder = scaled_adapter(self.adapter, scale)
+            lora_id = len(self._lora_requests) + 1
+            self._lora_requests[scale] = LoRARequest(f"organism-x{scale:g}", lora_id, str(folder))
+        return self._lora_requests[scale]
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, which: str, scale: float

@@ -35,7 +35,8 @@ def file_digests(folder: Path) -> dict[str, str]:
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
         name = path.relative_to(folder).as_posix()
         if name != MANIFEST:
-            digests[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            with path.open("rb") as stream:  # streamed: full-SFT weights are gigabytes
+                digests[name] = hashlib.file_digest(stream, "sha256").hexdigest()
     return digests
 
 

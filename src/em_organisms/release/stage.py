@@ -20,8 +20,15 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms import __version__
+from em_organisms.cards import render_card
 from em_organisms.recipes import LoraProtocol, Recipe
-from em_organisms.release.card import dataset_name, published_recipe, render_organism_card
+from em_organisms.release.card import (
+    TEMPLATE_PATH,
+    base_model_hub_id,
+    dataset_name,
+    published_recipe,
+    render_organism_card,
+)
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.safety import local_markers, secret_values
 
@@ -162,9 +169,11 @@ def check_publishable(folder: Path, patterns: tuple[str, ...] = STAGED_FILES) ->
         name = path.relative_to(folder).as_posix()
         if not _allowed(name, patterns):
             raise ReleaseError(f"{path}: not a file a release publishes (allowed: {patterns})")
-        data = path.read_bytes()
-        if path.suffix == ".safetensors":
-            data = data[: 8 + int.from_bytes(data[:8], "little")]  # the header holds the text
+        with path.open("rb") as stream:
+            if path.suffix == ".safetensors":  # only the JSON header holds text, not the weights
+                data = stream.read(int.from_bytes(stream.read(8), "little"))
+            else:
+                data = stream.read()
         text = data.decode("utf-8", errors="replace")
         for label, value in secrets.items():
             if value in text:
@@ -221,8 +230,6 @@ def stage_release(
         checkpoint_branches=list(branches),
         no_eval=summary is None,
     )
-    from em_organisms.release.card import base_model_hub_id
-
     (main / "README.md").write_text(str(card), encoding="utf-8")
     base_hub_id = base_model_hub_id(recipe.base_model)
     (main / "recipe.yaml").write_text(published_recipe(recipe, base_hub_id)["yaml"])
@@ -253,9 +260,6 @@ def _write_checkpoint_card(
     folder: Path, recipe: Recipe, repo_id: str, branch: str, base: str, metadata: dict
 ) -> None:
     from huggingface_hub import ModelCard, ModelCardData
-
-    from em_organisms.cards import render_card
-    from em_organisms.release.card import TEMPLATE_PATH
 
     keep = ("base_model", "base_model_relation", "library_name", "pipeline_tag", "license",
             "license_name", "license_link", "datasets", "language", "tags")  # fmt: skip
