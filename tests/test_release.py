@@ -144,7 +144,9 @@ def test_refusals_are_clear(
     )
     assert "without" in (no_eval.main / "README.md").read_text() and not no_eval.evaluated
     monkeypatch.setenv("MY_SERVICE_TOKEN", "gpt-4o-2024-08-06")  # a "secret" the summary holds
-    with pytest.raises(ReleaseError, match="holds the value of environment variable MY_SERVICE_TOKEN"):
+    with pytest.raises(
+        ReleaseError, match="holds the value of environment variable MY_SERVICE_TOKEN"
+    ):
         stage_release(recipe, organism["dir"], tmp_path / "s", repo_id=REPO)
     monkeypatch.delenv("MY_SERVICE_TOKEN")
     args = ["release", str(organism["recipe"]), "--organism-dir", str(organism["dir"])]
