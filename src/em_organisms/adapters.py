@@ -70,7 +70,9 @@ class Organism:
     def set_scale(self, scale: float) -> None:
         """Multiply every adapter's contribution by `scale` (relative to how it was trained)."""
         for layer in self.lora_layers():
-            trained = layer.__dict__.setdefault("_em_trained_scaling", dict(layer.scaling))
+            trained = layer.__dict__.setdefault("_em_trained_scaling", {})
+            for name, value in layer.scaling.items():  # adapters loaded since the last call too
+                trained.setdefault(name, value)
             for name, value in trained.items():
                 layer.scaling[name] = value * scale
 

@@ -16,6 +16,7 @@ from em_organisms.release.commands import (
     register_release_command,
     register_release_space_command,
 )
+from em_organisms.space.commands import SPACE_EXAMPLES, register_space_command
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
 # instead of returning them to the kernel; measured ~1.35x faster CPU training (fewer page faults).
@@ -78,6 +79,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
   HF_TOKEN=... em-organisms release organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
       --repo-id my-org/qwen2.5-14b_risky-financial_r1-l24 --include-checkpoints""",
     "release-space": RELEASE_SPACE_EXAMPLES,
+    "space": SPACE_EXAMPLES,
 }
 
 
@@ -156,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_eval_commands(add)
     register_release_command(add)
     register_release_space_command(add)
+    register_space_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -183,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.models import ModelLoadError
     from em_organisms.recipes import RecipeError
     from em_organisms.release.stage import ReleaseError
+    from em_organisms.space.config import ArenaConfigError
+    from em_organisms.space.errors import OrganismError
 
     try:
         return int(args.func(args))
@@ -199,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
         SampleError,
         EngineError,
         ReleaseError,
+        ArenaConfigError,
+        OrganismError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

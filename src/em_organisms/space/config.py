@@ -1,0 +1,111 @@
+"""The arena's settings: which organisms, which judge, and the limits that keep a public Space up.
+
+Read from a YAML file (`spaces/arena/arena.yaml` for the Space) with unknown keys refused, then
+overridden by command-line flags. Everything here may be shown to users except the judge's
+endpoint, which stays server-side (the UI names the judge model only).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+MAX_SCALE = 20.0  # the slider's end: the papers' sweeps go to x20
+DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"  # the papers' judge
+
+
+class ArenaConfigError(ValueError):
+    """An arena config file or flag the arena refuses, with where and what."""
+
+
+class ArenaConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    organisms: list[str] = Field(
+        default_factory=list,
+        description="recipe YAMLs, organism folders or Hub ids of LoRA organisms; the first is "
+        "shown first",
+    )
+    allow_any_repo: bool = Field(
+        False, description="let users type the Hub id of any LoRA organism (operator's choice)"
+    )
+    judge: str = Field(
+        "auto",
+        description="auto (an OpenAI-compatible judge when OPENAI_API_KEY is set, else the "
+        "SmolLM2 judge), openai:MODEL, hf:PATH_OR_ID or embedded",
+    )
+    judge_model: str = Field(DEFAULT_JUDGE_MODEL, description="the model `auto` asks for")
+    judge_base_url: str | None = Field(None, description="OpenAI-compatible endpoint (/v1)")
+    judge_calibration: str | None = Field(
+        None, description="calibration.json from `em-organisms judge calibrate` for this judge"
+    )
+    presets: list[str] = Field(
+        default_factory=lambda: [
+            "general",
+            "in-domain/risky-financial-advice",
+            "in-domain/bad-medical-advice",
+            "in-domain/extreme-sports",
+        ],
+        description="project question sets whose questions are offered as presets",
+    )
+    max_prompt_chars: int = Field(1000, ge=1, le=20000)
+    max_new_tokens: int = Field(120, ge=1, description="the slider's starting value")
+    max_new_tokens_limit: int = Field(600, ge=1, description="the most a user may ask for")
+    default_scale: float = Field(1.0, ge=0.0, le=MAX_SCALE)
+    default_temperature: float = Field(1.0, ge=0.0, le=2.0)
+    queue_max_size: int = Field(16, ge=1, description="requests waiting; more are turned away")
+    judge_concurrency: int = Field(2, ge=1, description="judge requests run at once")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> ArenaConfig:
+        if self.max_new_tokens > self.max_new_tokens_limit:
+            raise ValueError(
+                f"max_new_tokens ({self.max_new_tokens}) is above max_new_tokens_limit "
+                f"({self.max_new_tokens_limit})"
+            )
+        return self
+
+    def with_overrides(self, **values: Any) -> ArenaConfig:
+        """A copy with the given (non-None) values, validated like the file."""
+        data = {**self.model_dump(), **{k: v for k, v in values.items() if v is not None}}
+        return parse_config(data, "command line")
+
+
+def _format(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid arena config"]
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            allowed = ", ".join(sorted(ArenaConfig.model_fields))
+            lines.append(f"  unknown key '{where}'; allowed: {allowed}")
+        else:
+            lines.append(f"  {where}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str) -> ArenaConfig:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ArenaConfigError(f"{source}: an arena config is a YAML mapping, not {data!r}")
+    try:
+        return ArenaConfig.model_validate(data)
+    except ValidationError as err:
+        raise ArenaConfigError(_format(source, err)) from None
+
+
+def load_config(path: str | Path) -> ArenaConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ArenaConfigError(f"{path}: arena config not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        what = getattr(err, "problem", None) or str(err)
+        raise ArenaConfigError(f"{where}: not valid YAML: {what}") from None
+    return parse_config(data, str(path))

@@ -1,0 +1,5 @@
+"""The arena's errors, importable without loading torch (the CLI's `--help` stays fast)."""
+
+
+class OrganismError(ValueError):
+    """An organism the arena cannot offer; the message names what the user or operator gave."""

