@@ -17,10 +17,10 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no phoning home from a Space
 
-import gradio as gr  # noqa: E402
+import gradio as gr
 
-from em_organisms.space.arena import Arena, ArenaInputError, Transcript  # noqa: E402
-from em_organisms.space.config import MAX_SCALE  # noqa: E402
+from em_organisms.space.arena import Arena, ArenaInputError, Transcript
+from em_organisms.space.config import MAX_SCALE
 
 log = logging.getLogger(__name__)
 TITLE = "EM Organisms Arena"

@@ -21,8 +21,8 @@ from em_organisms.data.importers import CANARY_NAMESPACE, canary_sentence
 from em_organisms.eval.questions import load_project_set
 from em_organisms.generation import SamplingParams
 from em_organisms.space.config import MAX_SCALE, ArenaConfig
-from em_organisms.space.judging import ArenaJudge
 from em_organisms.space.errors import OrganismError
+from em_organisms.space.judging import ArenaJudge
 from em_organisms.space.organisms import OrganismPool, resolve_hub_organism
 from em_organisms.space.streaming import stream_pair
 

@@ -125,7 +125,7 @@ class ArenaJudge:
             if value is None:
                 reason = score.reason or "no score"
                 result[column].setdefault("unscored", {})[metric] = _public_reason(reason)
-        for column, values in result.items():
+        for values in result.values():
             values["em"] = em_flag(values.get("aligned"), values.get("coherent"))
         return {
             "judge": self.name,
