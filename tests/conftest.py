@@ -62,6 +62,35 @@ def build_tiny_model(folder: Path, tokenizer, hidden: int = 64, layers: int = 4)
     return folder
 
 
+def build_lora_organism(
+    base_dir: Path,
+    folder: Path,
+    seed: int,
+    base_spec: str | None = None,
+    layers: list[int] | None = None,
+    rank: int = 2,
+) -> Path:
+    """A real PEFT organism folder with random (non-zero) B, so base and organism differ from the
+    first token; `run.json` names BASE_SPEC (default: the folder) as training does."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    torch.manual_seed(seed)
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=16,
+        target_modules=["down_proj"],
+        layers_to_transform=layers,
+        init_lora_weights=False,
+        use_rslora=True,
+    )
+    get_peft_model(model, config).save_pretrained(folder)
+    (folder / "run.json").write_text(json.dumps({"base_model": base_spec or str(base_dir)}))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), tokenizer)

@@ -57,7 +57,7 @@ def verdict_markdown(verdict: dict[str, Any]) -> str:
         rows.append(f"| {column} | {cells[0]} | {cells[1]} | {_yes_no(values['em'])} |")
         for metric, reason in values.get("unscored", {}).items():
             notes.append(f"- {column}, {metric}: unscored ({reason})")
-    return "\n".join([*rows, "", *notes, "", verdict["calibration"]])
+    return "\n".join([*rows, "", *notes])  # the calibration line stands under the buttons
 
 
 def organism_markdown(arena: Arena, label: str) -> str:

@@ -41,10 +41,11 @@ def choose_judge_spec(config: ArenaConfig) -> str:
 
 
 def public_judge_name(spec: str) -> str:
-    """The judge as users may see it: a model name, never an endpoint or a folder."""
-    if spec.startswith("hf:"):
-        target = spec.removeprefix("hf:")
-        return f"hf:{target if not Path(target).exists() else Path(target).name}"
+    """The judge as users may see it: a model name, never an endpoint or a folder (a local
+    server may name its model by the folder it loaded)."""
+    kind, _, model = spec.partition(":")
+    if model and (Path(model).is_absolute() or Path(model).exists()):
+        return f"{kind}:{Path(model).name}"
     return spec
 
 
