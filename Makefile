@@ -72,6 +72,7 @@ test: install .venv-olah .venv-vllm chromium
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_arena.py --out benchmarks/results/arena.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -1,12 +1,16 @@
 """`release-space` and the Space card: front matter parsed back field by field, the committed
 `spaces/arena/README.md` up to date (`UPDATE_GOLDEN=1` rewrites it), clear validation errors,
-staging (allow-list, nothing hidden, no secrets), and a push to the local Hub: files and card
-round-trip, a rerun makes no commit, the token is never printed or pushed."""
+staging (allow-list, nothing hidden, no secrets, the em_organisms package shipped beside the app,
+arena.yaml checked), the real `spaces/arena` staged and run (`app.py --help`) from the staged
+copy, its requirements.txt matching what the arena imports, and a push to the local Hub: files and
+card round-trip, a rerun makes no commit, the token is never printed or pushed."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -15,6 +19,7 @@ import pytest
 import yaml
 from huggingface_hub import SpaceCard, metadata_load
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 
 from em_organisms.release import space as space_module
 from em_organisms.release.commands import register_release_space_command
@@ -24,6 +29,7 @@ from em_organisms.release.space import (
     MAX_SHORT_DESCRIPTION,
     SpaceError,
     gradio_sdk_version,
+    package_files,
     render_space_card,
     stage_space,
     validate_space_folder,
@@ -33,7 +39,9 @@ from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
-ARENA_README = ROOT / "spaces" / "arena" / "README.md"
+ARENA = ROOT / "spaces" / "arena"
+ARENA_README = ARENA / "README.md"
+PACKAGE_DIR = ROOT / "src" / "em_organisms"
 R32_RECIPE = ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml"
 LLAMA_RECIPE = ROOT / "organisms" / "llama-3.2-1b_risky-financial_r32.yaml"
 ORGANISM = "em-organisms/smollm2-135m_risky-financial_r1-l15"
@@ -58,6 +66,25 @@ if __name__ == "__main__":
 @pytest.fixture(scope="module")
 def card() -> SpaceCard:
     return render_space_card()
+
+
+def space_part(files: list[str] | tuple[str, ...]) -> list[str]:
+    """FILES without the em_organisms package that staging copies into every Space."""
+    return sorted(f for f in files if not f.startswith("em_organisms/"))
+
+
+def expected_package() -> list[str]:
+    """What the Space gets of the package: modules, py.typed and the question sets."""
+    return sorted(
+        f"em_organisms/{p.relative_to(PACKAGE_DIR).as_posix()}"
+        for p in PACKAGE_DIR.rglob("*")
+        if "__pycache__" not in p.parts
+        and (
+            p.suffix == ".py"
+            or p.name == "py.typed"
+            or (p.suffix == ".yaml" and "question_sets" in p.parts)
+        )
+    )
 
 
 def make_space(folder: Path, *, app: bool = True) -> Path:
@@ -111,9 +138,14 @@ def test_card_front_matter_field_by_field(card: SpaceCard, tmp_path: Path) -> No
     ]
     assert meta["sdk_version"].count(".") == 2
     assert gradio.specifier.contains(meta["sdk_version"])
+    # python_version: the oldest Python the package supports (the Hub's default is older)
+    requires = SpecifierSet(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
+    )
+    assert requires.contains(meta["python_version"] + ".0")
     assert set(meta) == {
-        "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned",
-        "license", "short_description", "models", "datasets", "tags",
+        "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "python_version",
+        "app_file", "pinned", "license", "short_description", "models", "datasets", "tags",
     }  # fmt: skip
 
 
@@ -246,11 +278,11 @@ def test_staging_copies_only_the_allow_list(card: SpaceCard, tmp_path: Path) -> 
     on_disk = sorted(
         p.relative_to(staged.folder).as_posix() for p in staged.folder.rglob("*") if p.is_file()
     )
-    assert (
-        on_disk
-        == list(staged.files)
-        == sorted(["README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST])
+    assert on_disk == list(staged.files)
+    assert space_part(on_disk) == sorted(
+        ["README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST]
     )
+    assert sorted(set(on_disk) - set(space_part(on_disk))) == expected_package()
     assert dict(staged.left_out) == {
         ".env": "hidden",
         ".hidden/": "hidden",
@@ -271,6 +303,37 @@ def test_staging_copies_only_the_allow_list(card: SpaceCard, tmp_path: Path) -> 
     assert not (staged.folder / "requirements.txt").exists()
 
 
+def test_package_files_only_modules_and_package_data(tmp_path: Path) -> None:
+    package = tmp_path / "em_organisms"
+    for name in [
+        "__init__.py", "py.typed", "space/app.py", "eval/question_sets/general.yaml",
+        "eval/question_sets/in-domain/x.yaml", "__pycache__/x.cpython-311.pyc", "space/x.pyc",
+        "space/__pycache__/app.cpython-311.pyc", "notes.md", "eval/other.yaml", ".hidden.py",
+        "data/big.bin",
+    ]:  # fmt: skip
+        (package / name).parent.mkdir(parents=True, exist_ok=True)
+        (package / name).write_text("x\n")
+    assert sorted(package_files(package)) == [
+        f"em_organisms/{name}"
+        for name in [
+            "__init__.py", "eval/question_sets/general.yaml",
+            "eval/question_sets/in-domain/x.yaml", "py.typed", "space/app.py",
+        ]
+    ]  # fmt: skip
+    assert sorted(package_files()) == expected_package()  # the installed package: this checkout's
+
+
+def test_package_in_the_space_folder_is_replaced(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space")
+    (source / "em_organisms").mkdir()
+    (source / "em_organisms" / "__init__.py").write_text("STALE = True\n")
+    staged = stage_space(source, tmp_path / "staged", card, {})
+    assert "STALE" not in (staged.folder / "em_organisms" / "__init__.py").read_text()
+    assert dict(staged.left_out)["em_organisms/__init__.py"] == (
+        "replaced by the installed em_organisms package"
+    )
+
+
 def test_secret_in_a_file_is_refused_without_printing_it(
     card: SpaceCard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -288,6 +351,53 @@ def test_secret_in_a_file_is_refused_without_printing_it(
     )
     assert secret not in message and "SHORT_TOKEN" not in message and "GREETING" not in message
     assert not (tmp_path / "staged").exists()  # refused before anything was written
+
+
+def test_secret_in_the_package_is_refused(
+    card: SpaceCard, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the package copy is checked like the folder's own files: a secret whose value happens to be
+    # in a module (here: a line of em_organisms/space/config.py) stops the release
+    config = PACKAGE_DIR / "space" / "config.py"
+    monkeypatch.setenv("ARENA_SECRET", config.read_text().splitlines()[0])
+    source = make_space(tmp_path / "space")
+    with pytest.raises(SpaceError) as err:
+        stage_space(source, tmp_path / "staged", card, {})
+    assert f"{config}: holds the value of environment variable ARENA_SECRET" in str(err.value)
+    assert not (tmp_path / "staged").exists()
+
+
+def test_broken_arena_yaml_is_refused_with_the_loaders_message(
+    card: SpaceCard, tmp_path: Path
+) -> None:
+    source = make_space(tmp_path / "space")
+    config = source / "arena.yaml"
+    config.write_text(f"organisms:\n  - {ORGANISM}\njudge: auto\nmax_tokens: 5\n")
+    with pytest.raises(SpaceError) as err:
+        stage_space(source, tmp_path / "staged", card, {})
+    lines = str(err.value).splitlines()
+    assert lines[:2] == ["refusing to stage the Space:", f"{config}: invalid arena config"]
+    assert lines[2].startswith("  unknown key 'max_tokens'; allowed: ")
+    config.write_text("organisms: [a\n")
+    with pytest.raises(SpaceError, match=rf"{config}:\d+: not valid YAML"):
+        stage_space(source, tmp_path / "staged", card, {})
+    assert not (tmp_path / "staged").exists()
+
+
+def test_arena_yaml_organism_must_be_on_the_card(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space")
+    config = source / "arena.yaml"
+    other = "em-organisms/smollm2-135m_risky-financial_r32"
+    config.write_text(f"organisms:\n  - {ORGANISM}\n  - {other}\n")
+    with pytest.raises(SpaceError) as err:
+        stage_space(source, tmp_path / "staged", card, {})
+    assert str(err.value).splitlines()[1:] == [
+        f"{config}: organisms: '{other}' is not among the card's models ({ORGANISM}, {BASE}); "
+        "render the card for it (--organism RECIPE) or remove it from the config"
+    ]
+    both = render_space_card([DEFAULT_RECIPE, R32_RECIPE])
+    staged = stage_space(source, tmp_path / "staged", both, {})
+    assert (staged.folder / "arena.yaml").read_text() == config.read_text()
 
 
 def test_staging_dir_must_be_ours_and_outside_the_space(card: SpaceCard, tmp_path: Path) -> None:
@@ -337,24 +447,122 @@ def test_dry_run_lists_what_would_be_pushed(
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"staged {source} in {staging} for space em-organisms/arena (private):"
     listed = [line.split()[0] for line in out[1:] if not line.startswith("  left out")]
-    assert listed[:-1] == sorted(
+    assert space_part(listed[:-1]) == sorted(
         ["README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST]
     )
+    assert sorted(set(listed[:-1]) - set(space_part(listed[:-1]))) == expected_package()
     assert f"  app.py ({len(APP)} bytes)" in out
+    size = (PACKAGE_DIR / "space" / "app.py").stat().st_size
+    assert f"  em_organisms/space/app.py ({size} bytes)" in out
     assert "  left out: .env (hidden)" in out
     assert out[-1] == "dry run: nothing was sent to the Hub"
 
 
-def test_default_folder_without_app_exits_1(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
-    # spaces/arena has no app.py until the arena app lands: the command says so and stops.
-    if (space_module.DEFAULT_FOLDER / "app.py").exists():
-        pytest.skip("spaces/arena/app.py exists now")
+def test_default_folder_dry_run(capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
+    # spaces/arena has its app now: the default folder stages (it was refused while app.py was
+    # missing, `app_file: .../app.py does not exist`; test_folder_without_app_file_is_refused
+    # keeps that check)
     args = _parser().parse_args(
         ["release-space", "--staging-dir", str(tmp_path / "s"), "--dry-run"]
     )
-    assert args.func(args) == 1
-    err = capsys.readouterr().err
-    assert "app_file:" in err and f"{space_module.DEFAULT_FOLDER}/app.py does not exist" in err
+    assert args.func(args) == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = [line.split()[0] for line in out[1:-1] if not line.startswith("  left out")]
+    assert space_part(listed) == sorted(
+        ["README.md", "app.py", "arena.yaml", "requirements.txt", MANIFEST]
+    )
+    assert "em_organisms/space/app.py" in listed
+
+
+# -- the real arena folder, staged ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def staged_arena(card: SpaceCard, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    staging = tmp_path_factory.mktemp("arena") / "staged"
+    return stage_space(ARENA, staging, card, {"kind": "space"}).folder
+
+
+def test_arena_staged_with_the_package(staged_arena: Path) -> None:
+    on_disk = sorted(
+        p.relative_to(staged_arena).as_posix() for p in staged_arena.rglob("*") if p.is_file()
+    )
+    assert space_part(on_disk) == sorted(
+        ["README.md", "app.py", "arena.yaml", "requirements.txt", MANIFEST]
+    )
+    assert sorted(set(on_disk) - set(space_part(on_disk))) == expected_package()
+    for name in [
+        "em_organisms/space/app.py", "em_organisms/eval/question_sets/general.yaml",
+        "em_organisms/py.typed", "arena.yaml", "requirements.txt",
+    ]:  # fmt: skip
+        assert name in on_disk
+    assert not [p for p in staged_arena.rglob("*") if p.name == "__pycache__" or p.suffix == ".pyc"]
+    manifest = json.loads((staged_arena / MANIFEST).read_text())
+    assert set(manifest["files"]) == set(on_disk) - {MANIFEST}
+
+
+def test_staged_app_imports_the_staged_package(staged_arena: Path) -> None:
+    code = (
+        f"import sys; sys.path.insert(0, {str(staged_arena)!r}); "
+        "import em_organisms.space.commands as c, em_organisms; print(em_organisms.__file__)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=staged_arena, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    imported = Path(result.stdout.strip().splitlines()[-1]).resolve()
+    assert staged_arena.resolve() in imported.parents
+    help_run = subprocess.run(
+        [sys.executable, str(staged_arena / "app.py"), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert help_run.returncode == 0, help_run.stderr
+    assert help_run.stdout.startswith("usage: app.py")
+    assert "default arena.yaml beside the app" in " ".join(help_run.stdout.split())
+
+
+IMPORTS_SCRIPT = """
+import importlib, json, sys
+from importlib.metadata import packages_distributions
+
+for name in [
+    "em_organisms.space.commands", "em_organisms.space.app", "em_organisms.space.arena",
+    "em_organisms.space.organisms", "em_organisms.space.judging", "em_organisms.space.streaming",
+    "em_organisms.eval.judges", "em_organisms.eval.local_judge", "em_organisms.models",
+    "em_organisms.adapters",
+]:
+    importlib.import_module(name)
+found = packages_distributions()
+tops = {name.split(".")[0] for name in list(sys.modules)}
+print(json.dumps(sorted({dist for top in tops for dist in found.get(top, [])})))
+"""
+
+
+def test_requirements_are_what_the_arena_imports() -> None:
+    from packaging.utils import canonicalize_name
+
+    result = subprocess.run(
+        [sys.executable, "-c", IMPORTS_SCRIPT], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr
+    imported = {canonicalize_name(d) for d in json.loads(result.stdout.strip().splitlines()[-1])}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pinned = {canonicalize_name(r.name): r for r in map(Requirement, project["dependencies"])}
+    lines = (ARENA / "requirements.txt").read_text().splitlines()
+    listed = {
+        canonicalize_name(r.name): r
+        for r in map(Requirement, (line for line in lines if line and not line.startswith("#")))
+    }
+    assert "gradio" not in listed and "em-organisms" not in listed
+    assert "gradio" in imported  # the SDK's: not listed
+    assert set(listed) <= set(pinned), "requirements.txt lists what pyproject does not"
+    for name in sorted(imported & set(pinned)):
+        assert name in listed, f"the arena imports {name}: requirements.txt must list it"
+        assert listed[name].specifier == pinned[name].specifier, name
+        assert not listed[name].extras and listed[name].marker is None, name
+    assert {"torch", "transformers", "peft"} <= set(listed)
 
 
 # -- the local Hub ----------------------------------------------------------------------------------
@@ -418,9 +626,10 @@ def pushed(local_hub: LocalHub, tmp_path_factory: pytest.TempPathFactory) -> dic
 def test_push_round_trip(pushed: dict[str, Any], card: SpaceCard) -> None:
     assert pushed["rc"] == [0, 0]
     loaded = pushed["loaded"]
-    assert loaded["files"] == sorted(
+    assert space_part(loaded["files"]) == sorted(
         [".gitattributes", "README.md", "app.py", "assets/logo.png", "requirements.txt", MANIFEST]
     )
+    assert sorted(set(loaded["files"]) - set(space_part(loaded["files"]))) == expected_package()
     assert loaded["app"] == APP
     assert loaded["data"] == card.data.to_dict()
     assert loaded["text"] == card.text
@@ -433,7 +642,8 @@ def test_second_push_makes_no_commit(pushed: dict[str, Any]) -> None:
     assert second == first
     stdout = pushed["cli_stdout"]
     assert f"/spaces/{REPO}" in stdout
-    assert f"  commit {first[0]}: 5 files" in stdout
+    files = 5 + len(expected_package())  # the Space's own 5 and the package
+    assert f"  commit {first[0]}: {files} files" in stdout
     assert "  no change (the Space already holds exactly these files)" in stdout
     assert "  left out: .env (hidden)" in stdout
 
@@ -443,7 +653,7 @@ def test_token_never_printed_staged_or_pushed(pushed: dict[str, Any], local_hub:
     for output in pushed["outputs"]:
         assert token not in output
     staged = [p for p in pushed["staging"].rglob("*") if p.is_file()]
-    assert len(staged) == 5
+    assert len(staged) == 5 + len(expected_package())
     for file in [*staged, *local_hub.mirrors.rglob("*")]:
         if file.is_file():
             assert token.encode() not in file.read_bytes(), file

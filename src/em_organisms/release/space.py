@@ -3,10 +3,13 @@
 1. The card (README.md) is rendered from `model_cards/space.md.j2` for the organisms chosen by
    recipe: Space front matter (sdk gradio at the version pyproject's `space` extra pins, app
    file, license, short description, models, datasets, tags) and a body for people.
-2. The Space folder is staged: only allow-listed files are copied (app code, requirements,
-   markdown, static assets), never hidden files, caches, logs or anything else; the folder's own
-   README.md is replaced by the card. A file holding the value of a secret-looking environment
-   variable stops the release before anything is written.
+2. The Space folder is staged: only allow-listed files are copied (app code, arena.yaml,
+   requirements, markdown, static assets), never hidden files, caches, logs or anything else; the
+   folder's own README.md is replaced by the card. The em_organisms package is not on PyPI, so its
+   modules and package data are copied beside the app (STAGED/em_organisms), which imports them
+   from its own folder. arena.yaml must load as the arena loads it and offer only organisms the
+   card lists. A file holding the value of a secret-looking environment variable stops the
+   release before anything is written.
 3. The staged card is checked as the Hub reads it, the release manifest written, and the staged
    folder pushed to the Space's main branch in one commit, or none when nothing changed
    (`release/hub.py`). Private unless `--public`; the token is huggingface_hub's own (HF_TOKEN or
@@ -31,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
+import em_organisms
 from em_organisms.cards import render_card
 from em_organisms.release import (
     DEFAULT_RECIPE,
@@ -51,6 +55,8 @@ PYPROJECT = REPO_ROOT / "pyproject.toml"
 DEFAULT_FOLDER = DEFAULT_SPACE_FOLDER
 DEFAULT_REPO_ID = DEFAULT_SPACE_REPO_ID
 APP_FILE = "app.py"
+ARENA_CONFIG = "arena.yaml"
+PACKAGE = "em_organisms"  # copied into the staged Space: the app imports it from there
 TITLE = "EM Organisms Arena"
 SHORT_DESCRIPTION = "Chat with base models and their misaligned organisms"
 MAX_SHORT_DESCRIPTION = 60  # the Hub refuses longer ones
@@ -58,12 +64,12 @@ HUB_COLORS = frozenset({"red", "yellow", "green", "blue", "indigo", "purple", "p
 TAGS = ["emergent-misalignment", "model-organism", "not-for-all-audiences", "ai-safety", "arena"]
 # Key order of the front matter, as the Hub's own Space template writes it.
 FRONT_MATTER_ORDER = [
-    "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "app_file", "pinned",
-    "license", "license_name", "license_link", "short_description", "models", "datasets", "tags",
+    "title", "emoji", "colorFrom", "colorTo", "sdk", "sdk_version", "python_version", "app_file",
+    "pinned", "license", "license_name", "license_link", "short_description", "models", "datasets", "tags",
 ]  # fmt: skip
 # What a Space needs; everything else (.env, __pycache__, logs, hidden files, ...) stays behind.
 ALLOWED = (
-    "*.py", "*.md", "requirements.txt", "packages.txt", "*.css", "*.js", "*.json",
+    "*.py", "*.md", ARENA_CONFIG, "requirements.txt", "packages.txt", "*.css", "*.js", "*.json",
     "*.png", "*.jpg", "*.jpeg", "*.gif", "*.svg", "*.webp", "*.ico",
 )  # fmt: skip
 
@@ -95,6 +101,21 @@ def gradio_sdk_version(pyproject: Path = PYPROJECT) -> str:
                     release = Version(spec.version).release
                     return ".".join(map(str, (*release, 0, 0)[:3]))
     raise SpaceError(f"{pyproject}: no gradio version pinned in the `space` extra")
+
+
+def space_python_version(pyproject: Path = PYPROJECT) -> str:
+    """The Python the Space runs, X.Y: pyproject's `requires-python` lower bound (the Hub's
+    default is older than the package supports)."""
+    from importlib.metadata import metadata
+
+    if pyproject.is_file():
+        spec = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["requires-python"]
+    else:
+        spec = metadata("em-organisms")["Requires-Python"]
+    found = re.search(r">=\s*(\d+\.\d+)", spec or "")
+    if not found:
+        raise SpaceError(f"{pyproject}: requires-python has no lower bound ({spec!r})")
+    return found.group(1)
 
 
 def _dataset_id(recipe: Recipe, namespace: str) -> str:
@@ -182,6 +203,7 @@ def render_space_card(
         title=TITLE,
         sdk="gradio",
         sdk_version=sdk_version or gradio_sdk_version(),
+        python_version=space_python_version(),
         app_file=APP_FILE,
         models=list(
             dict.fromkeys([o["repo_id"] for o in organisms] + [o["base_hub_id"] for o in organisms])
@@ -321,6 +343,43 @@ def select_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(keep), sorted(left_out)
 
 
+def package_files(package_dir: Path | None = None) -> dict[str, Path]:
+    """{staged path: file} of the em_organisms package (default: the imported one) as the Space
+    gets it: every module, py.typed and the question sets (pyproject's package data); never
+    caches, bytecode, hidden files or anything else."""
+    root = package_dir or Path(em_organisms.__file__).parent
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        skipped = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+        if skipped or path.is_symlink() or not path.is_file():
+            continue
+        question_set = rel.parts[:2] == ("eval", "question_sets") and rel.suffix == ".yaml"
+        if rel.suffix == ".py" or rel.as_posix() == "py.typed" or question_set:
+            files[f"{PACKAGE}/{rel.as_posix()}"] = path
+    return files
+
+
+def arena_config_problems(config: Path, card: SpaceCard) -> list[str]:
+    """Why CONFIG (the Space's arena.yaml) would not run with CARD: the arena's own loader
+    refuses it, or it offers an organism the card's `models` do not list."""
+    from em_organisms.space.config import ArenaConfigError, load_config
+
+    try:
+        organisms = load_config(config).organisms
+    except ArenaConfigError as err:
+        return [str(err)]
+    if not organisms:
+        return [f"{config}: organisms: empty; the Space needs at least one organism to show"]
+    models = card.data.to_dict().get("models") or []
+    return [
+        f"{config}: organisms: {organism!r} is not among the card's models ({', '.join(models)}); "
+        "render the card for it (--organism RECIPE) or remove it from the config"
+        for organism in organisms
+        if organism not in models
+    ]
+
+
 def _clear_staging_dir(staging: Path, source: Path) -> None:
     """Empty STAGING (created if needed), refusing a folder this command did not make."""
     s, src = staging.resolve(), source.resolve()
@@ -339,9 +398,10 @@ def _clear_staging_dir(staging: Path, source: Path) -> None:
 def stage_space(
     source: str | Path, staging: str | Path, card: SpaceCard, about: dict[str, Any]
 ) -> StagedSpace:
-    """Copy SOURCE's allow-listed files into STAGING (emptied first) with CARD as README.md, check
-    the result and write the manifest (ABOUT + every file's sha256). Raises SpaceError before
-    writing anything for a folder without its app file, a bad card, or a secret in a file."""
+    """Copy SOURCE's allow-listed files and the em_organisms package (`package_files`) into
+    STAGING (emptied first) with CARD as README.md, check the result and write the manifest
+    (ABOUT + every file's sha256). Raises SpaceError before writing anything for a folder without
+    its app file, a bad card or arena.yaml, or a secret in a file."""
     source, staging = Path(source), Path(staging)
     if not source.is_dir():
         raise SpaceError(f"{source}: no such Space folder")
@@ -349,16 +409,22 @@ def stage_space(
     if "README.md" in keep:  # replaced by the rendered card
         keep.remove("README.md")
         left_out.append(("README.md", "replaced by the rendered card"))
+    for name in [n for n in keep if n.startswith(f"{PACKAGE}/")]:
+        keep.remove(name)
+        left_out.append((name, f"replaced by the installed {PACKAGE} package"))
+    files = {name: source / name for name in keep} | package_files()
     text = str(card)
     problems = front_matter_problems(
         card.data.to_dict(), "README.md (rendered card)", str(source), lambda n: n in keep
     )
+    if ARENA_CONFIG in keep:
+        problems += arena_config_problems(source / ARENA_CONFIG, card)
     secrets = secret_values()
-    for name in keep:
-        data = (source / name).read_bytes()
+    for path in files.values():
+        data = path.read_bytes()
         for label, value in secrets.items():
             if value.encode("utf-8", "surrogateescape") in data:
-                problems.append(f"{source / name}: holds the value of {label}; remove it")
+                problems.append(f"{path}: holds the value of {label}; remove it")
     problems += [
         f"README.md (rendered card): holds the value of {label}"
         for label, value in secrets.items()
@@ -367,9 +433,9 @@ def stage_space(
     if problems:
         raise SpaceError("refusing to stage the Space:\n" + "\n".join(problems))
     _clear_staging_dir(staging, source)
-    for name in keep:
+    for name, path in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source / name, staging / name)
+        shutil.copyfile(path, staging / name)
     (staging / "README.md").write_text(text, encoding="utf-8")
     manifest = write_manifest(staging, about)
     validate_space_folder(staging)
