@@ -398,6 +398,9 @@ def test_arena_yaml_organism_must_be_on_the_card(card: SpaceCard, tmp_path: Path
     both = render_space_card([DEFAULT_RECIPE, R32_RECIPE])
     staged = stage_space(source, tmp_path / "staged", both, {})
     assert (staged.folder / "arena.yaml").read_text() == config.read_text()
+    config.write_text("organisms: []\n")  # the app would fall back to a recipe the Space lacks
+    with pytest.raises(SpaceError, match="organisms: empty; the Space needs at least one"):
+        stage_space(source, tmp_path / "staged", both, {})
 
 
 def test_staging_dir_must_be_ours_and_outside_the_space(card: SpaceCard, tmp_path: Path) -> None:

@@ -239,3 +239,14 @@ def test_the_transcript_carries_the_warning_and_the_canary(tmp_path: Path) -> No
     saved = json.loads(Transcript(exchanges).write(tmp_path).read_text())
     assert saved["exchanges"] == exchanges
     assert "canary GUID" in saved["canary"] and "Research use only" in saved["warning"]
+
+
+def test_the_page_applies_the_queue_and_concurrency_limits(adapters: list[Path]) -> None:
+    from em_organisms.space.app import build_app
+
+    app = build_app(_arena(adapters, queue_max_size=3, judge_concurrency=5))
+    assert app._queue.max_size == 3
+    events = {fn.api_name: fn for fn in app.fns.values() if fn.api_name in ("ask", "judge")}
+    assert events["ask"].concurrency_limit == 1  # one copy of the weights, one scale at a time
+    assert events["judge"].concurrency_limit == 5
+    assert events["ask"].concurrency_id != events["judge"].concurrency_id
