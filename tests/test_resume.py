@@ -1,4 +1,5 @@
-"""`train --resume` after a real SIGKILL ends with the same adapter as an uninterrupted run."""
+"""`train --resume` after a real SIGKILL ends with the same adapter as an uninterrupted run, and
+the same per-step losses and recorded adapter trajectory."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file
+
+from em_organisms.train.recorder import TRAJECTORY_DIR, read_parts
 
 from conftest import build_tiny_model, chat_rows, tiny_recipe_dict, write_jsonl
 
@@ -34,7 +37,12 @@ def recipe_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     model_dir = build_tiny_model(tmp / "model", tokenizer, hidden=128, layers=4)
     data = write_jsonl(tmp / "data.jsonl", chat_rows(120, seed=1))
     recipe = tiny_recipe_dict(
-        model_dir, data, max_steps=STEPS, save_steps=SAVE_EVERY, learning_rate=5e-3
+        model_dir,
+        data,
+        max_steps=STEPS,
+        save_steps=SAVE_EVERY,
+        learning_rate=5e-3,
+        record_adapter_every=1,
     )
     recipe["protocol"].update(rank=2, layers=[1, 2], target_modules=["down_proj", "q_proj"])
     path = tmp / "recipe.yaml"
@@ -97,3 +105,14 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
     assert [r["loss"] for r in log if "loss" in r] == pytest.approx(ref_losses, rel=1e-5)
     summary = json.loads((interrupted / "train_summary.json").read_text())
     assert summary["resumed_from"] == f"checkpoint-{killed_at}"
+
+    # The recorded trajectory: every step once, as if never interrupted, ending at the adapter.
+    steps, recorded = read_parts(interrupted / TRAJECTORY_DIR)
+    ref_steps, ref_recorded = read_parts(reference / TRAJECTORY_DIR)
+    assert steps == ref_steps == list(range(STEPS + 1))
+    assert recorded.keys() == ref_recorded.keys() and len(recorded) == 8
+    for key, values in recorded.items():
+        assert values.shape[0] == STEPS + 1
+        assert torch.allclose(values, ref_recorded[key], atol=1e-6, rtol=1e-5), key
+        assert torch.equal(values[-1], ours[f"base_model.model.{key}.weight"]), key
+    assert not recorded["model.layers.1.mlp.down_proj.lora_B"][0].any()  # LoRA's B starts at 0

@@ -79,6 +79,12 @@ class TrainingSpec(_Strict):
     logging_steps: int = Field(1, ge=1)
     bf16: Literal["auto", True, False] = "auto"
     gradient_checkpointing: bool = False
+    record_adapter_every: int = Field(
+        0,
+        ge=0,
+        description="Record every LoRA layer's A and B every N steps for `em-organisms phase` "
+        "(adapter_trajectory/ in the run); 0 = off. Changes what is written, not what is learnt.",
+    )
     prefix_cache: bool = Field(
         True,
         description="After the first epoch, reuse the hidden states entering the lowest adapted "
@@ -147,7 +153,14 @@ class Recipe(_Strict):
     def sha256(self) -> str:
         """Hash of everything that changes what is trained (release and evaluation excluded)."""
         payload = self.model_dump(
-            mode="json", exclude={"release", "evaluation", "description", "tags"}
+            mode="json",
+            exclude={
+                "release": True,
+                "evaluation": True,
+                "description": True,
+                "tags": True,
+                "training": {"record_adapter_every"},  # what is written, not what is learnt
+            },
         )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

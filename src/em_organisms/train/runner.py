@@ -22,6 +22,7 @@ from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger
 from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.masking import assistant_spans
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
+from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -206,6 +207,9 @@ def train(
     trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours is one line
     trainer.add_callback(ProgressBar(step_logger))
     trainer.add_callback(ArtifactTidier(source.hub_id))
+    if recipe.training.record_adapter_every and isinstance(model, PeftModel):
+        every = recipe.training.record_adapter_every
+        trainer.add_callback(AdapterRecorder(model, output_dir, every))
 
     start_loss_file = output_dir / "holdout_start.json"
     if data.holdout is not None and not start_loss_file.exists():
