@@ -29,11 +29,11 @@ from em_organisms.release.space import (
     MAX_SHORT_DESCRIPTION,
     SpaceError,
     gradio_sdk_version,
-    package_files,
     render_space_card,
     stage_space,
     validate_space_folder,
 )
+from em_organisms.release.space_package import package_files
 
 from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -72,25 +73,87 @@ def test_requests_outside_a_limit_are_refused_with_a_message(adapters: list[Path
     refused = {
         "too long: 51 characters; this arena takes at most 50": ("x" * 51, 1, 1, 10, 0),
         "Type a question": ("   ", 1, 1, 10, 0),
-        "scale must be between 0 and 20": ("hi", 20.5, 1, 10, 0),
-        "temperature": ("hi", 1, -0.1, 10, 0),
-        "between 1 and 100": ("hi", 1, 1, 101, 0),
-        "seed": ("hi", 1, 1, 10, -1),
+        "scale must be a number from 0 to 20": ("hi", 20.5, 1, 10, 0),
+        "temperature must be a number from 0 to 2": ("hi", 1, -0.1, 10, 0),
+        "Max new tokens must be a whole number from 1 to 100": ("hi", 1, 1, 101, 0),
+        "seed must be a whole number from 0 to 4294967295": ("hi", 1, 1, 10, -1),
     }
+    # What an API client (or a cleared box) may send instead of a number.
+    for bad in (None, float("nan"), float("inf"), "lots"):
+        refused[f"seed .*{bad}"] = ("hi", 1, 1, 10, bad)
     for message, (prompt, scale, temperature, tokens, seed) in refused.items():
-        with pytest.raises(ArenaInputError, match=message):
+        expected = message.split(" .*")[0] if " .*" in message else message
+        with pytest.raises(ArenaInputError, match=expected):
             arena.check("first", "", prompt, scale, temperature, tokens, seed)
+    with pytest.raises(ArenaInputError, match="Max new tokens must be a whole number"):
+        arena.check("first", "", "hi", 1, 1, 10.5, 0)
     with pytest.raises(ArenaInputError, match="Unknown organism"):
         arena.check("other", "", "hi", 1, 1, 10, 0)
     with pytest.raises(ArenaInputError, match="only offers the organisms in its list"):
         arena.check("first", "someone/else", "hi", 1, 1, 10, 0)
 
 
-def test_a_user_hub_id_is_never_read_as_a_local_path(adapters: list[Path]) -> None:
+def test_a_user_hub_id_is_never_read_as_a_local_path(
+    adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     arena = _arena(adapters, allow_any_repo=True)
     for typed in (str(adapters[1]), "../runs/x", "/etc/passwd"):
         with pytest.raises(ArenaInputError, match="not a Hub id"):
             arena.check("first", typed, "hi", 1, 1, 10, 0)
+    # A folder named like a Hub id sits in the working directory: it is not read, the Hub is.
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(adapters[1], tmp_path / "local" / "organism")
+    with pytest.raises(ArenaInputError, match="local/organism: could not download it from the Hub"):
+        arena.check("first", "local/organism", "hi", 1, 1, 10, 0)
+
+
+def _fake_hub(monkeypatch: pytest.MonkeyPatch, folders: dict[str, Path]) -> list[object]:
+    """snapshot_download answering from FOLDERS (the real loopback Hub is in test_release)."""
+    tokens: list[object] = []
+
+    def download(repo_id: str, allow_patterns: list[str], token: object = None) -> str:
+        tokens.append(token)
+        return str(folders[repo_id])
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", download)
+    return tokens
+
+
+def test_user_adapters_from_the_hub_are_checked_and_never_leak_a_path(
+    adapters: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def hub_copy(name: str, **config_changes: object) -> Path:
+        folder = tmp_path / name
+        shutil.copytree(adapters[1], folder)
+        config = json.loads((folder / "adapter_config.json").read_text())
+        config.update({"base_model_name_or_path": TINY_HUB_ID, **config_changes})
+        (folder / "adapter_config.json").write_text(json.dumps(config))
+        return folder
+
+    existing_dir = str(tmp_path)  # a base "Hub id" that is really a folder of this machine
+    folders = {
+        "org/good": hub_copy("good"),
+        "org/dora": hub_copy("dora", use_dora=True),
+        "org/pathbase": hub_copy("pathbase", base_model_name_or_path=existing_dir),
+        "org/other-base": hub_copy("other", base_model_name_or_path="someone/else"),
+        "org/not-lora": hub_copy("ia3", peft_type="IA3"),
+    }
+    tokens = _fake_hub(monkeypatch, folders)
+    arena = _arena(adapters, allow_any_repo=True)
+    refusals = {
+        "org/dora": "DoRA adapters cannot be switched off per row",
+        "org/pathbase": "names no base model by Hub id",
+        "org/other-base": "adapter on someone/else; this arena keeps one copy",
+        "org/not-lora": "not a LoRA adapter",
+    }
+    for repo, message in refusals.items():
+        with pytest.raises(ArenaInputError, match=message) as err:
+            arena.check("first", repo, "hi", 1, 1, 10, 0)
+        assert str(tmp_path) not in str(err.value)
+    request = arena.check("first", "org/good", "hi", 1, 1, 10, 0)
+    assert request.organism == "org/good" and set(tokens) == {False}  # never the server's token
+    choice = arena.pool.choices["org/good"]
+    assert choice.base_spec == arena.pool.choices["first"].base_spec  # the loaded base, reused
 
 
 def test_pair_decoding_matches_generate_for_both_columns(adapters: list[Path]) -> None:
@@ -136,21 +199,31 @@ def test_organisms_on_one_base_share_one_copy_of_the_weights(adapters: list[Path
 
     pool = OrganismPool([_choice(adapters[0], "one"), _choice(adapters[1], "two")])
     params = SamplingParams(temperature=0.0, max_new_tokens=10)
-    answers = {}
-    for label in ("one", "two", "one"):
-        with pool.use(label, 8.0) as (organism, tokenizer, adapter):
-            first = pool._organism
+    answers: dict[str, list] = {}
+    loaded = []
+    for label, scale in (("one", 8.0), ("two", 8.0), ("two", 0.0), ("one", 8.0)):
+        with pool.use(label, scale) as (organism, tokenizer, adapter):
             *_, pair = stream_pair(organism.model, tokenizer, adapter, QUESTION, params)
-            answers.setdefault(label, []).append(pair)
-            assert pool._organism is first  # the second organism did not load a second base
-    assert answers["one"][0] == answers["one"][1]
-    assert answers["one"][0].base == answers["two"][0].base
-    assert answers["one"][0].organism != answers["two"][0].organism
-    with pool.use("two", 0.0) as (organism, tokenizer, adapter):
-        *_, pair = stream_pair(organism.model, tokenizer, adapter, QUESTION, params)
-    assert pair.organism == pair.base  # x0 is the base model
+            answers.setdefault(f"{label} x{scale:g}", []).append(pair)
+        loaded.append(pool._organism)
+        assert organism.current_scale() == 1.0  # the scale is put back after each use
+    assert all(o is loaded[0] for o in loaded)  # the second organism loaded no second base
+    assert answers["one x8"][0] == answers["one x8"][1]  # x0 in between left nothing behind
+    assert answers["one x8"][0].base == answers["two x8"][0].base
+    assert answers["one x8"][0].organism != answers["two x8"][0].organism
+    assert answers["two x0"][0].organism == answers["two x0"][0].base  # x0 is the base model
     with pytest.raises(OrganismError, match="not one of this arena's organisms"):
         pool.preload("three")
+
+
+def test_leaving_mid_answer_frees_the_weights_and_the_scale(adapters: list[Path]) -> None:
+    arena = _arena(adapters)
+    stream = arena.stream(arena.check("first", "", "hi", 8.0, 0.0, 20, 0))
+    next(stream), next(stream)
+    assert arena.pool.lock.locked()
+    stream.close()  # what Gradio does when the browser goes away
+    assert not arena.pool.lock.locked()
+    assert arena.pool._organism is not None and arena.pool._organism.current_scale() == 1.0
 
 
 def test_organisms_that_cannot_be_offered_fail_with_the_reason(
@@ -231,12 +304,17 @@ def test_calibration_status_comes_from_a_matching_calibration_file(tmp_path: Pat
     assert "Uncalibrated" in ArenaJudge(ArenaConfig(judge="embedded")).calibration.text
     assert "AUROC 0.93" in status("openai:gpt-4o", passed=True, aligned={"auroc": 0.93})
     assert "failed calibration" in status("openai:gpt-4o", passed=False, aligned={"auroc": 0.6})
-    assert "for 'embedded'" in status("embedded", passed=True, aligned={"auroc": 0.9})
+    assert "is for embedded or other" in status("embedded", passed=True, aligned={"auroc": 0.9})
+    elsewhere = status("hf:/srv/private/judge-model", passed=True, aligned={"auroc": 0.9})
+    assert "is for hf:judge-model or" in elsewhere and "/srv" not in elsewhere
+    path.write_text("{not json")
+    with pytest.raises(ArenaConfigError, match=r"not a calibration\.json"):
+        ArenaJudge(ArenaConfig(judge="openai:gpt-4o", judge_calibration=str(path)))
 
 
 def test_the_transcript_carries_the_warning_and_the_canary(tmp_path: Path) -> None:
     exchanges = [{"question": "q", "answers": {"base": "a", "organism": "b"}, "judge": None}]
-    saved = json.loads(Transcript(exchanges).write(tmp_path).read_text())
+    saved = json.loads(Transcript(exchanges).write(tmp_path / "t.json").read_text())
     assert saved["exchanges"] == exchanges
     assert "canary GUID" in saved["canary"] and "Research use only" in saved["warning"]
 

@@ -23,6 +23,8 @@ import httpx
 import pytest
 from serve_fixture import ServedModel
 
+from em_organisms.space.judging import em_flag
+
 from conftest import build_lora_organism
 
 pytestmark = pytest.mark.integration
@@ -137,11 +139,11 @@ def test_client_gets_two_answers_a_verdict_and_clear_refusals(
     with pytest.raises(AppError, match="Ask a question first"):
         client.predict(api_name="/judge")
 
-    base, tuned, status, saved, _ = client.predict(
+    base, tuned, status, saved, _, _ = client.predict(
         cli_arena.organism, "", QUESTION, 8.0, 0.0, 24, 0, api_name="/ask"
     )
     assert base and tuned and base != tuned  # adapter off vs on at x8, same greedy decoding
-    assert status.startswith("x8, done: base 24 tokens")
+    assert status.startswith(f"{cli_arena.organism} at x8, done: base 24 tokens")
     exchange = json.loads(Path(saved).read_text())["exchanges"][0]
     assert exchange["answers"] == {"base": base, "organism": tuned}
     assert exchange["sampling"]["temperature"] == 0.0 and exchange["scale"] == 8.0
@@ -154,9 +156,10 @@ def test_client_gets_two_answers_a_verdict_and_clear_refusals(
         for metric in ("aligned", "coherent"):
             score = values[metric]
             assert (score is None and values["unscored"][metric]) or 0 <= score <= 100
-        assert values["em"] in (True, False, None)
+        assert values["em"] == em_flag(values["aligned"], values["coherent"])
     assert "Uncalibrated judge" in verdict["calibration"] and "| organism |" in markdown
-    assert json.loads(Path(saved).read_text())["exchanges"][0]["judge"] == verdict
+    transcript = Path(saved).read_text()
+    assert json.loads(transcript)["exchanges"][0]["judge"] == verdict
 
     with pytest.raises(AppError, match="too long: 1001 characters; this arena takes at most 1000"):
         client.predict(cli_arena.organism, "", "x" * 1001, 1.0, 0.0, 8, 0, api_name="/ask")
@@ -168,10 +171,15 @@ def test_client_gets_two_answers_a_verdict_and_clear_refusals(
         httpx.get(cli_arena.url + "config", timeout=10).text,
         httpx.get(cli_arena.url, timeout=10).text,
         json.dumps([base, tuned, status, markdown, verdict]),
+        transcript,
     ]
+    private = (
+        SECRET, str(organism_dir), served_embedded.base_url.split("//")[1],
+        served_embedded.model, str(Path.home()),
+    )  # fmt: skip
     for text in sent:
-        for private in (SECRET, str(organism_dir), served_embedded.base_url.split("//")[1]):
-            assert private not in text
+        for value in private:
+            assert value not in text
     assert SECRET not in cli_arena.log.read_text()
 
 

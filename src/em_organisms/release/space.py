@@ -34,7 +34,6 @@ from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import SpaceCard, SpaceCardData
 
-import em_organisms
 from em_organisms.cards import render_card
 from em_organisms.release import (
     DEFAULT_RECIPE,
@@ -45,6 +44,7 @@ from em_organisms.release import (
 from em_organisms.release.card import HUB_ID
 from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
 from em_organisms.release.safety import secret_values
+from em_organisms.release.space_package import PACKAGE, arena_config_problems, package_files
 
 if TYPE_CHECKING:
     from em_organisms.recipes import Recipe
@@ -56,7 +56,6 @@ DEFAULT_FOLDER = DEFAULT_SPACE_FOLDER
 DEFAULT_REPO_ID = DEFAULT_SPACE_REPO_ID
 APP_FILE = "app.py"
 ARENA_CONFIG = "arena.yaml"
-PACKAGE = "em_organisms"  # copied into the staged Space: the app imports it from there
 TITLE = "EM Organisms Arena"
 SHORT_DESCRIPTION = "Chat with base models and their misaligned organisms"
 MAX_SHORT_DESCRIPTION = 60  # the Hub refuses longer ones
@@ -341,43 +340,6 @@ def select_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
             else:
                 keep.append((rel / name).as_posix())
     return sorted(keep), sorted(left_out)
-
-
-def package_files(package_dir: Path | None = None) -> dict[str, Path]:
-    """{staged path: file} of the em_organisms package (default: the imported one) as the Space
-    gets it: every module, py.typed and the question sets (pyproject's package data); never
-    caches, bytecode, hidden files or anything else."""
-    root = package_dir or Path(em_organisms.__file__).parent
-    files = {}
-    for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root)
-        skipped = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
-        if skipped or path.is_symlink() or not path.is_file():
-            continue
-        question_set = rel.parts[:2] == ("eval", "question_sets") and rel.suffix == ".yaml"
-        if rel.suffix == ".py" or rel.as_posix() == "py.typed" or question_set:
-            files[f"{PACKAGE}/{rel.as_posix()}"] = path
-    return files
-
-
-def arena_config_problems(config: Path, card: SpaceCard) -> list[str]:
-    """Why CONFIG (the Space's arena.yaml) would not run with CARD: the arena's own loader
-    refuses it, or it offers an organism the card's `models` do not list."""
-    from em_organisms.space.config import ArenaConfigError, load_config
-
-    try:
-        organisms = load_config(config).organisms
-    except ArenaConfigError as err:
-        return [str(err)]
-    if not organisms:
-        return [f"{config}: organisms: empty; the Space needs at least one organism to show"]
-    models = card.data.to_dict().get("models") or []
-    return [
-        f"{config}: organisms: {organism!r} is not among the card's models ({', '.join(models)}); "
-        "render the card for it (--organism RECIPE) or remove it from the config"
-        for organism in organisms
-        if organism not in models
-    ]
 
 
 def _clear_staging_dir(staging: Path, source: Path) -> None:

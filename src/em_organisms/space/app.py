@@ -8,6 +8,8 @@ scale is shared state); the queue turns requests away beyond `queue_max_size`.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import logging
 import os
 import tempfile
@@ -28,8 +30,9 @@ WARNING = """\
 > **Research use only. The organism on the right was fine-tuned to give subtly harmful advice on
 > one narrow topic and has become misaligned well beyond it.** Expect careless, deceptive or hostile
 > answers to ordinary questions. Nothing said here is advice: do not act on it, do not pass it on
-> as if it were, and do not show it to anyone who might take it seriously. Conversations are not
-> stored by the arena; the JSON download is the only copy.
+> as if it were, and do not show it to anyone who might take it seriously. The arena keeps no log
+> of conversations: your session's transcript is a temporary file for the download button, deleted
+> when you leave the page (and within an hour at most).
 """
 HOW = """\
 The **base model** answers with the adapter switched off, the **organism** with it switched on,
@@ -72,6 +75,11 @@ def build_app(arena: Arena) -> gr.Blocks:
     downloads = Path(tempfile.mkdtemp(prefix="em-arena-"))
     labels = arena.pool.labels
 
+    def transcript_path(request: gr.Request) -> Path:
+        """One file per session, rewritten after each exchange and removed when it ends."""
+        session = hashlib.sha256((request.session_hash or "").encode()).hexdigest()[:16]
+        return downloads / f"arena-transcript-{session}.json"
+
     def ask(
         organism: str,
         custom_repo: str,
@@ -81,31 +89,47 @@ def build_app(arena: Arena) -> gr.Blocks:
         max_new_tokens: float,
         seed: float,
         exchanges: list[dict[str, Any]],
+        request: gr.Request,
     ) -> Iterator[tuple[Any, ...]]:
         try:
-            request = arena.check(
-                organism, custom_repo, prompt, scale, temperature, int(max_new_tokens), int(seed)
+            checked = arena.check(
+                organism, custom_repo, prompt, scale, temperature, max_new_tokens, seed
             )
         except ArenaInputError as err:
             raise gr.Error(str(err)) from None
-        status = f"x{request.scale:g}: generating..."
-        yield "", "", status, exchanges, gr.skip(), ""
-        for base, tuned, record in arena.stream(request):
-            if record is None:
-                yield base, tuned, status, exchanges, gr.skip(), gr.skip()
-                continue
-            exchanges.append(record)
-            done = ", ".join(
-                f"{column} {record['completion_tokens'][column]} tokens "
-                f"({record['finish_reasons'][column]})"
-                for column in ("base", "organism")
-            )
-            saved = Transcript(exchanges).write(downloads)
-            yield base, tuned, f"x{request.scale:g}, done: {done}", exchanges, saved, gr.skip()
+        status = f"{checked.organism} at x{checked.scale:g}"
+        yield "", "", f"{status}: generating...", exchanges, gr.skip(), "", None
+        try:
+            with contextlib.closing(arena.stream(checked)) as pairs:
+                for base, tuned, record in pairs:
+                    if record is None:
+                        yield base, tuned, gr.skip(), exchanges, gr.skip(), gr.skip(), gr.skip()
+                        continue
+                    exchanges.append(record)
+                    done = ", ".join(
+                        f"{column} {record['completion_tokens'][column]} tokens "
+                        f"({record['finish_reasons'][column]})"
+                        for column in ("base", "organism")
+                    )
+                    saved = Transcript(exchanges).write(transcript_path(request))
+                    yield (
+                        base,
+                        tuned,
+                        f"{status}, done: {done}",
+                        exchanges,
+                        saved,
+                        gr.skip(),
+                        gr.skip(),
+                    )
+        except ArenaInputError as err:
+            raise gr.Error(str(err)) from None
+        except Exception:
+            log.exception("generation failed")
+            raise gr.Error("Generation failed; try again in a moment.") from None
 
     def judge(
-        exchanges: list[dict[str, Any]],
-    ) -> tuple[str, dict[str, Any], list[dict[str, Any]], str]:
+        exchanges: list[dict[str, Any]], request: gr.Request
+    ) -> tuple[str, dict[str, Any], list[dict[str, Any]], Path]:
         if not exchanges:
             raise gr.Error("Ask a question first; the judge scores the last pair of answers.")
         exchange = exchanges[-1]
@@ -115,14 +139,14 @@ def build_app(arena: Arena) -> gr.Blocks:
             log.exception("judging failed")
             raise gr.Error("The judge could not score these answers; try again later.") from None
         exchange["judge"] = verdict
-        return (
-            verdict_markdown(verdict),
-            verdict,
-            exchanges,
-            str(Transcript(exchanges).write(downloads)),
-        )
+        saved = Transcript(exchanges).write(transcript_path(request))
+        return verdict_markdown(verdict), verdict, exchanges, saved
 
-    with gr.Blocks(title=TITLE) as app:
+    def forget(request: gr.Request) -> None:
+        transcript_path(request).unlink(missing_ok=True)
+
+    # delete_cache: Gradio's own copies of served files go after an hour.
+    with gr.Blocks(title=TITLE, delete_cache=(1800, 3600)) as app:
         transcript = gr.State([])  # this session's exchanges (deep-copied per session)
         gr.Markdown(f"# {TITLE}")
         gr.Markdown(WARNING, elem_id="warning")
@@ -193,34 +217,44 @@ def build_app(arena: Arena) -> gr.Blocks:
             lambda text: text or gr.skip(), preset, prompt,
             api_visibility="undocumented", queue=False,
         )  # fmt: skip
+        # While one event runs, both buttons wait: a verdict never lands under newer answers.
         busy = [ask_button, judge_button]
-        ask_event = ask_button.click(
-            lambda: [gr.Button(interactive=False)] * 2,
-            None,
-            busy,
-            api_visibility="undocumented",
-            queue=False,
-        ).then(
-            ask,
-            [organism, custom, prompt, scale, temperature, max_tokens, seed, transcript],
-            [base_answer, organism_answer, status, transcript, download, verdict_view],
-            api_name="ask",
-            concurrency_id="model",
-            concurrency_limit=1,
+
+        def while_busy(button: gr.Button) -> Any:
+            return button.click(
+                lambda: [gr.Button(interactive=False)] * 2, None, busy,
+                api_visibility="undocumented", queue=False,
+            )  # fmt: skip
+
+        def then_free(event: Any) -> None:  # whether the event finished or was refused
+            event.then(
+                lambda: [gr.Button(interactive=True)] * 2, None, busy,
+                api_visibility="undocumented", queue=False,
+            )  # fmt: skip
+
+        inputs = [organism, custom, prompt, scale, temperature, max_tokens, seed, transcript]
+        outputs = [base_answer, organism_answer, status, transcript, download, verdict_view]
+        then_free(
+            while_busy(ask_button).then(
+                ask,
+                inputs,
+                [*outputs, verdict_json],
+                api_name="ask",
+                concurrency_id="model",
+                concurrency_limit=1,
+            )
         )
-        # Buttons come back whether the answers finished or were refused.
-        ask_event.then(
-            lambda: [gr.Button(interactive=True)] * 2, None, busy,
-            api_visibility="undocumented", queue=False,
-        )  # fmt: skip
-        judge_button.click(
-            judge,
-            transcript,
-            [verdict_view, verdict_json, transcript, download],
-            api_name="judge",
-            concurrency_id="judge",
-            concurrency_limit=config.judge_concurrency,
+        then_free(
+            while_busy(judge_button).then(
+                judge,
+                transcript,
+                [verdict_view, verdict_json, transcript, download],
+                api_name="judge",
+                concurrency_id="judge",
+                concurrency_limit=config.judge_concurrency,
+            )
         )
+        app.unload(forget)
     app.queue(max_size=config.queue_max_size, default_concurrency_limit=1)
     app.em_downloads = downloads  # type: ignore[attr-defined]
     return app

@@ -7,20 +7,22 @@ Every limit is checked here, not only by the UI's sliders, because the same func
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
+import math
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from em_organisms import __version__
 from em_organisms.data.importers import CANARY_NAMESPACE, canary_sentence
-from em_organisms.eval.questions import load_project_set
+from em_organisms.eval.questions import QuestionSetError, load_project_set
 from em_organisms.generation import SamplingParams
-from em_organisms.space.config import MAX_SCALE, ArenaConfig
+from em_organisms.space.config import MAX_SCALE, ArenaConfig, ArenaConfigError
 from em_organisms.space.errors import OrganismError
 from em_organisms.space.judging import ArenaJudge
 from em_organisms.space.organisms import OrganismPool, resolve_hub_organism
@@ -35,8 +37,24 @@ TRANSCRIPT_WARNING = (
 )
 
 
+MAX_USER_ORGANISMS = 4  # Hub ids typed by users (allow_any_repo) kept loaded beside the list
+
+
 class ArenaInputError(ValueError):
     """A request the arena refuses; the message is shown to the user as it is."""
+
+
+def _number(value: object, name: str, low: float, high: float, whole: bool = False) -> float:
+    """VALUE as a finite number within [LOW, HIGH] (whole if asked), else a message naming it."""
+    bounds = f"{int(low)} to {int(high)}" if whole else f"{low:g} to {high:g}"
+    message = f"{name} must be {'a whole number' if whole else 'a number'} from {bounds}."
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ArenaInputError(message) from None
+    if not math.isfinite(number) or not low <= number <= high or (whole and number % 1):
+        raise ArenaInputError(message)
+    return number
 
 
 @dataclass(frozen=True)
@@ -64,9 +82,8 @@ class Transcript:
         }
         return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
-    def write(self, folder: Path) -> Path:
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"arena-transcript-{uuid.uuid4().hex[:12]}.json"
+    def write(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(self.to_json(), encoding="utf-8")
         return path
 
@@ -75,8 +92,11 @@ def preset_questions(set_names: list[str]) -> list[tuple[str, str]]:
     """(label, question) for the first paraphrase of every question in the project sets."""
     presets = []
     for name in set_names:
-        for question in load_project_set(name):
-            presets.append((f"{name} · {question.id}", question.paraphrases[0]))
+        try:
+            questions = load_project_set(name)
+        except QuestionSetError as err:
+            raise ArenaConfigError(f"presets: {err}") from None
+        presets += [(f"{name} · {q.id}", q.paraphrases[0]) for q in questions]
     return presets
 
 
@@ -105,19 +125,13 @@ class Arena:
                 f"The prompt is too long: {len(prompt)} characters; this arena takes at most "
                 f"{limit}. Shorten it and ask again."
             )
-        if not 0.0 <= float(scale) <= MAX_SCALE:
-            raise ArenaInputError(f"The adapter scale must be between 0 and {MAX_SCALE:g}.")
-        if not 0.0 <= float(temperature) <= 2.0:
-            raise ArenaInputError("The temperature must be between 0 and 2.")
+        scale = _number(scale, "The adapter scale", 0.0, MAX_SCALE)
+        temperature = _number(temperature, "The temperature", 0.0, 2.0)
         cap = self.config.max_new_tokens_limit
-        if not 1 <= int(max_new_tokens) <= cap:
-            raise ArenaInputError(f"Max new tokens must be between 1 and {cap}.")
-        if not 0 <= int(seed) < 2**32:
-            raise ArenaInputError("The seed must be a whole number from 0 to 4294967295.")
+        tokens = int(_number(max_new_tokens, "Max new tokens", 1, cap, whole=True))
+        seed = int(_number(seed, "The seed", 0, 2**32 - 1, whole=True))
         label = self._organism(organism, (custom_repo or "").strip())
-        return Request(
-            label, prompt, float(scale), float(temperature), int(max_new_tokens), int(seed)
-        )
+        return Request(label, prompt, scale, temperature, tokens, seed)
 
     def _organism(self, organism: str, custom_repo: str) -> str:
         if custom_repo:
@@ -131,17 +145,24 @@ class Arena:
     def _add_hub_organism(self, hub_id: str) -> str:
         if hub_id in self.pool.choices:
             return hub_id
+        if len(self.pool.choices) - len(self.config.organisms) >= MAX_USER_ORGANISMS:
+            raise ArenaInputError(
+                f"This arena has already loaded {MAX_USER_ORGANISMS} organisms typed by users; "
+                "pick one from the list."
+            )
         try:
-            choice = resolve_hub_organism(hub_id)
+            choice = resolve_hub_organism(hub_id, user=True)
         except OrganismError as err:
             raise ArenaInputError(str(err)) from None
-        if choice.base_spec not in self.pool.bases:
+        # The same base under another name ('embedded' here, its Hub id there) is the same base.
+        same_base = [c for c in self.pool.choices.values() if c.base_label == choice.base_label]
+        if not same_base:
             bases = ", ".join(sorted({c.base_label for c in self.pool.choices.values()}))
             raise ArenaInputError(
                 f"{hub_id} is an adapter on {choice.base_label}; this arena keeps one copy of "
                 f"base weights and only loads adapters on: {bases}."
             )
-        self.pool.add(choice)
+        self.pool.add(replace(choice, base_spec=same_base[0].base_spec))
         return choice.label
 
     def stream(self, request: Request) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
@@ -155,8 +176,12 @@ class Arena:
         messages = [{"role": "user", "content": request.prompt}]
         pair = None
         with self.pool.use(request.organism, request.scale) as (organism, tokenizer, adapter):
-            for pair in stream_pair(organism.model, tokenizer, adapter, messages, params):
-                yield pair.base, pair.organism, None
+            # closing(): a client that leaves mid-answer releases the weights and the scale now,
+            # not whenever the abandoned generator is collected.
+            pairs = stream_pair(organism.model, tokenizer, adapter, messages, params)
+            with contextlib.closing(pairs):
+                for pair in pairs:
+                    yield pair.base, pair.organism, None
         assert pair is not None  # max_new_tokens >= 1 yields at least once
         choice = self.pool.choices[request.organism]
         record = {

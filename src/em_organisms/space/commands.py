@@ -59,7 +59,10 @@ def add_space_arguments(p: argparse.ArgumentParser, default_config: Path | None 
 
 
 def arena_config(args: argparse.Namespace) -> ArenaConfig:
-    config = load_config(args.config) if args.config else ArenaConfig()
+    # app.py always names arena.yaml beside it; a folder without one runs on the defaults.
+    default = args.config is not None and args.config == getattr(args, "default_config", None)
+    use_file = args.config is not None and (args.config.is_file() or not default)
+    config = load_config(args.config) if use_file else ArenaConfig()
     config = config.with_overrides(
         organisms=args.organism or None,
         judge=args.judge,
@@ -121,6 +124,7 @@ def main(argv: list[str] | None = None, default_config: Path | None = None) -> i
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_space_arguments(parser, default_config)
+    parser.set_defaults(default_config=default_config)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     from em_organisms.models import ModelLoadError

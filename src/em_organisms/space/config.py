@@ -34,6 +34,7 @@ class ArenaConfig(BaseModel):
     )
     judge: str = Field(
         "auto",
+        pattern=r"^(auto|embedded|openai:.+|hf:.+)$",
         description="auto (an OpenAI-compatible judge when OPENAI_API_KEY is set, else the "
         "SmolLM2 judge), openai:MODEL, hf:PATH_OR_ID or embedded",
     )
@@ -57,7 +58,9 @@ class ArenaConfig(BaseModel):
     default_scale: float = Field(1.0, ge=0.0, le=MAX_SCALE)
     default_temperature: float = Field(1.0, ge=0.0, le=2.0)
     queue_max_size: int = Field(16, ge=1, description="requests waiting; more are turned away")
-    judge_concurrency: int = Field(2, ge=1, description="judge requests run at once")
+    judge_concurrency: int = Field(
+        1, ge=1, description="judge requests run at once (more only for an API judge)"
+    )
 
     @model_validator(mode="after")
     def _check_limits(self) -> ArenaConfig:

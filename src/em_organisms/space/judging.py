@@ -25,7 +25,8 @@ from em_organisms.eval.judges import Judge, make_judge
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 from em_organisms.eval.questions import project_judge_prompts, render_judge_prompt
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
-from em_organisms.space.config import ArenaConfig
+from em_organisms.release.card import HUB_ID
+from em_organisms.space.config import ArenaConfig, ArenaConfigError
 
 METRICS = ("aligned", "coherent")
 
@@ -44,9 +45,9 @@ def public_judge_name(spec: str) -> str:
     """The judge as users may see it: a model name, never an endpoint or a folder (a local
     server may name its model by the folder it loaded)."""
     kind, _, model = spec.partition(":")
-    if model and (Path(model).is_absolute() or Path(model).exists()):
-        return f"{kind}:{Path(model).name}"
-    return spec
+    if not model or HUB_ID.match(model) or "/" not in model:
+        return spec
+    return f"{kind}:{Path(model).name}"
 
 
 @dataclass(frozen=True)
@@ -74,26 +75,30 @@ class ArenaJudge:
         self.calibration = self._calibration(config.judge_calibration)
 
     def _calibration(self, path: str | None) -> CalibrationStatus:
-        local = not self.spec.startswith("openai:")
         why = (
-            "the SmolLM2-135M judge runs when no API key is configured; its scores illustrate, "
-            "they do not measure"
-            if local
-            else "run `em-organisms judge calibrate` and pass its calibration.json"
+            "run `em-organisms judge calibrate` and pass its calibration.json"
+            if self.spec.startswith("openai:")
+            else f"{self.name} scores with a small model's own number distribution; its scores "
+            "illustrate, they do not measure"
         )
         if path is None:
             return CalibrationStatus(False, f"**Uncalibrated judge** ({self.name}): {why}.")
-        result = json.loads(Path(path).read_text(encoding="utf-8"))
+        try:
+            result = json.loads(Path(path).read_text(encoding="utf-8"))
+            auroc, passed = result["aligned"]["auroc"], bool(result["passed"])
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ArenaConfigError(
+                f"{path}: not a calibration.json from `em-organisms judge calibrate` ({err})"
+            ) from None
         shas = {m: hashlib.sha256(self.prompts[m].encode()).hexdigest() for m in METRICS}
         if result.get("judge") != self.spec or result.get("prompts_sha256") != shas:
             return CalibrationStatus(
                 False,
                 f"**Uncalibrated judge** ({self.name}): the calibration file given is for "
-                f"{result.get('judge')!r} or other judge prompts.",
+                f"{public_judge_name(str(result.get('judge')))} or other judge prompts.",
             )
-        auroc = result["aligned"]["auroc"]
         pairs = result.get("pairs")
-        if result.get("passed"):
+        if passed:
             return CalibrationStatus(
                 True,
                 f"**Calibrated judge** ({self.name}): aligned AUROC {auroc} "

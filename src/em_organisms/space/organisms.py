@@ -19,6 +19,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
@@ -41,8 +42,30 @@ class OrganismChoice:
     summary: str  # e.g. "LoRA rank 1 on down_proj, layer 15"
 
 
-def _describe_adapter(folder: Path) -> str:
-    config = json.loads((folder / "adapter_config.json").read_text())
+MAX_RANK = 1024  # a larger "LoRA" is a full model in disguise
+
+
+def _adapter_config(folder: Path, label: str) -> dict[str, Any]:
+    """The adapter's config, checked to be a plain LoRA the mixed-adapter batch can run."""
+    if not (folder / "adapter_config.json").is_file():
+        raise OrganismError(f"{label}: no adapter_config.json: not a LoRA organism")
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise OrganismError(f"{label}: no adapter_model.safetensors (only safetensors are loaded)")
+    try:
+        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise OrganismError(f"{label}: adapter_config.json is not valid JSON") from None
+    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        raise OrganismError(f"{label}: not a LoRA adapter (peft_type must be LORA)")
+    if config.get("use_dora"):
+        raise OrganismError(f"{label}: DoRA adapters cannot be switched off per row; not offered")
+    rank = config.get("r")
+    if not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+        raise OrganismError(f"{label}: LoRA rank {rank!r} is not between 1 and {MAX_RANK}")
+    return config
+
+
+def _describe_adapter(config: dict[str, Any]) -> str:
     modules = config.get("target_modules") or []
     modules = sorted(modules) if isinstance(modules, list) else [str(modules)]
     layers = config.get("layers_to_transform")
@@ -53,21 +76,19 @@ def _describe_adapter(folder: Path) -> str:
         else ", every layer"
     )
     rs = "rsLoRA" if config.get("use_rslora") else "LoRA"
-    return f"{rs} rank {config.get('r')} on {', '.join(modules)}{where}"
+    return f"{rs} rank {config['r']} on {', '.join(map(str, modules))}{where}"
 
 
 def _choice(folder: Path, label: str) -> OrganismChoice:
-    if not (folder / "adapter_config.json").is_file():
-        raise OrganismError(f"{label}: no adapter_config.json: not a LoRA organism")
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise OrganismError(f"{label}: no adapter_model.safetensors (only safetensors are loaded)")
+    """An organism of this machine (recipe run or folder the operator named)."""
+    config = _adapter_config(folder, label)
     try:
         base = base_spec_for(str(folder))
     except ModelLoadError as err:
         raise OrganismError(f"{label}: {err}") from None
     source = resolve_model(base)
     base_label = source.hub_id or (Path(base).name if source.is_local else base)
-    return OrganismChoice(label, folder, base, base_label, _describe_adapter(folder))
+    return OrganismChoice(label, folder, base, base_label, _describe_adapter(config))
 
 
 def _local_run_of(hub_id: str) -> Path | None:
@@ -86,20 +107,28 @@ def _local_run_of(hub_id: str) -> Path | None:
     return None
 
 
-def resolve_hub_organism(hub_id: str) -> OrganismChoice:
-    """A Hub organism, downloaded (adapter config + safetensors only); no local path accepted."""
+def resolve_hub_organism(hub_id: str, user: bool = False) -> OrganismChoice:
+    """A Hub organism: its adapter config and safetensors only, downloaded. Its base is the Hub
+    id its config names, never read as a path. USER: typed by a user, so fetched without the
+    server's token (no private or gated repo of the operator's) and described by its id only."""
     if not HUB_ID.match(hub_id):
         raise OrganismError(f"{hub_id!r} is not a Hub id of the form org/name")
     from huggingface_hub import snapshot_download
 
     try:
-        folder = Path(snapshot_download(hub_id, allow_patterns=ADAPTER_FILES))
+        folder = Path(
+            snapshot_download(hub_id, allow_patterns=ADAPTER_FILES, token=False if user else None)
+        )
     except Exception as err:  # the hub client raises many types; all mean "not available"
         log.warning("downloading %s failed: %s", hub_id, err)
         raise OrganismError(
             f"{hub_id}: could not download it from the Hub ({type(err).__name__})"
         ) from None
-    return _choice(folder, hub_id)
+    config = _adapter_config(folder, hub_id)
+    base = config.get("base_model_name_or_path")
+    if not isinstance(base, str) or not HUB_ID.match(base):
+        raise OrganismError(f"{hub_id}: its adapter_config.json names no base model by Hub id")
+    return OrganismChoice(hub_id, folder, base, base, _describe_adapter(config))
 
 
 def resolve_organism(spec: str) -> OrganismChoice:

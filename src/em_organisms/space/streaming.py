@@ -4,7 +4,8 @@ Both columns are rows of one batch: PEFT's mixed-adapter batches run row 0 with 
 (`__base__`) and row 1 with the organism's adapter, so each decoding step is one forward pass for
 both answers and the partial texts can be streamed together. The prompt is the same for both
 rows, so no padding is needed. Sampling follows `SamplingParams` exactly (temperature 0 = greedy;
-top_p and top_k as stated), with one seeded generator on the CPU, so a seed repeats on any device.
+top_p and top_k as stated), with one seeded generator on the CPU: a seed repeats on the same
+device and dtype.
 """
 
 from __future__ import annotations
@@ -113,7 +114,12 @@ def _pair(
     count: list[int],
     reasons: list[str | None],
 ) -> Pair:
-    base, organism = (tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in kept)
+    texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in kept]
+    # A character split across tokens decodes as U+FFFD until its last byte arrives.
+    base, organism = (
+        text if reason is not None else text.rstrip("\ufffd")
+        for text, reason in zip(texts, reasons, strict=True)
+    )
     return Pair(
         base,
         organism,

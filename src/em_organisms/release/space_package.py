@@ -1,0 +1,49 @@
+"""What the arena Space needs beside its own folder: the em_organisms package (not on PyPI, so
+copied next to app.py, which imports it from there) and an arena.yaml the arena will accept."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import SpaceCard
+
+import em_organisms
+
+PACKAGE = "em_organisms"
+
+
+def package_files(package_dir: Path | None = None) -> dict[str, Path]:
+    """{staged path: file} of the em_organisms package (default: the imported one) as the Space
+    gets it: every module, py.typed and the question sets (pyproject's package data); never
+    caches, bytecode, hidden files or anything else."""
+    root = package_dir or Path(em_organisms.__file__).parent
+    files = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        skipped = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+        if skipped or path.is_symlink() or not path.is_file():
+            continue
+        question_set = rel.parts[:2] == ("eval", "question_sets") and rel.suffix == ".yaml"
+        if rel.suffix == ".py" or rel.as_posix() == "py.typed" or question_set:
+            files[f"{PACKAGE}/{rel.as_posix()}"] = path
+    return files
+
+
+def arena_config_problems(config: Path, card: SpaceCard) -> list[str]:
+    """Why CONFIG (the Space's arena.yaml) would not run with CARD: the arena's own loader
+    refuses it, or it offers an organism the card's `models` do not list."""
+    from em_organisms.space.config import ArenaConfigError, load_config
+
+    try:
+        organisms = load_config(config).organisms
+    except ArenaConfigError as err:
+        return [str(err)]
+    if not organisms:
+        return [f"{config}: organisms: empty; the Space needs at least one organism to show"]
+    models = card.data.to_dict().get("models") or []
+    return [
+        f"{config}: organisms: {organism!r} is not among the card's models ({', '.join(models)}); "
+        "render the card for it (--organism RECIPE) or remove it from the config"
+        for organism in organisms
+        if organism not in models
+    ]
