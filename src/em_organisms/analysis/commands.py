@@ -1,0 +1,101 @@
+"""`em-organisms phase RUN_DIR --out DIR`: the phase-transition analysis and behavioural sweep."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+PHASE_EXAMPLES = """examples:
+  em-organisms phase runs/demo/smollm2-135m_risky-financial_r1-l15 --out runs/demo/phase \\
+      --judge embedded --samples 2 --max-new-tokens 48
+  OPENAI_API_KEY=... em-organisms phase runs/qwen2.5-14b_risky-financial_r1-l24_phase \\
+      --out runs/phase-financial --judge openai:gpt-4o-2024-08-06 --sweep-count 8 --samples 20
+  em-organisms phase em-organisms/qwen2.5-14b_risky-financial_r1-l24_phase --out runs/phase-hub \\
+      --no-sweep      # from the released organism's step-NNNNNN branches
+RUN_DIR is a training run (its adapter_trajectory/ recording, else its checkpoint-N folders) or
+the Hub id of an organism released with --include-checkpoints"""
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give numbers separated by commas") from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales are 0 or more")
+    return values
+
+
+def _cmd_phase(args: argparse.Namespace) -> int:
+    from em_organisms.analysis.phase import SweepOptions, run_phase
+
+    sweep = None
+    if not args.no_sweep:
+        if not args.judge:
+            raise SystemExit(
+                "error: the behavioural sweep needs --judge (openai:MODEL, hf:PATH_OR_ID or "
+                "embedded); pass --no-sweep for the mechanistic analysis alone"
+            )
+        sweep = SweepOptions(
+            judge=args.judge,
+            judge_base_url=args.base_url,
+            steps=args.sweep_step,
+            count=args.sweep_count,
+            scales=args.scales,
+            question_sets=tuple(args.questions or ["general"]),
+            samples_per_question=args.samples,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            calibration_pairs=args.pairs,
+        )
+    result = run_phase(
+        args.run, args.out, ks=args.k or None, threshold=args.threshold, sweep=sweep,
+        device=args.device,
+    )  # fmt: skip
+    step = result["rotation_step"]
+    print(
+        f"maximum rotation: {'step ' + str(step) if step is not None else 'none found'}; "
+        f"gradient-norm peak: step {result['grad_norm_peak_step']}"
+    )
+    print(f"written: {Path(args.out) / 'phase.json'}, {Path(args.out) / 'summary.md'}, plots")
+    return 0
+
+
+def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
+    p = add(
+        "phase", "Phase-transition analysis: when the adapter turns, and when behaviour follows."
+    )
+    p.add_argument("run", help="training run folder, or Hub id of a released organism")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument(
+        "--k", type=int, action="append", default=[], metavar="STEPS",
+        help="local-cosine offset in steps (repeatable; default 1, 2 and 3 recording intervals)",
+    )  # fmt: skip
+    p.add_argument(
+        "--threshold", type=float, default=0.5, help="local cosine below which a turn counts"
+    )
+    p.add_argument("--no-sweep", action="store_true", help="skip the behavioural sweep")
+    p.add_argument("--judge", help="openai:MODEL, hf:PATH_OR_ID or embedded (for the sweep)")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
+    p.add_argument(
+        "--sweep-step", type=int, action="append", default=[], metavar="STEP",
+        help="a checkpoint step to sweep (repeatable; default: --sweep-count spread evenly)",
+    )  # fmt: skip
+    p.add_argument("--sweep-count", type=int, default=4, help="checkpoints to sweep (default 4)")
+    p.add_argument(
+        "--scales",
+        type=_floats,
+        default=(1.0, 5.0, 10.0, 20.0),
+        help="adapter scales, e.g. 1,5,10,20",
+    )
+    p.add_argument(
+        "--questions", action="append", default=None, metavar="SET",
+        help="project question set (repeatable; default general)",
+    )  # fmt: skip
+    p.add_argument("--samples", type=int, default=4, help="samples per question (default 4)")
+    p.add_argument("--max-new-tokens", type=int, default=120)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--pairs", type=int, default=10, help="judge calibration pairs per domain")
+    p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.set_defaults(func=_cmd_phase)

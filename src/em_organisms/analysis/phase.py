@@ -1,0 +1,225 @@
+"""`em-organisms phase`: where an organism's adapter turns during training, and when its behaviour
+follows, on one step axis.
+
+1. The trajectory (a run's recording or checkpoints, or a released organism's step branches).
+2. Per adapted module, the rotation analysis of its B (`rotation.py`); with several modules, the
+   same on their stacked, de-meaned vectors. The step of maximum rotation is reported with the
+   gradient-norm peak from the training log.
+3. The behavioural sweep (`sweep.py`): chosen checkpoints x adapter scales, sampled and judged
+   with the evaluation's pipeline and cache, into an EM-rate grid; the judge is calibrated first
+   and an uncalibrated judge's rates are marked as such.
+4. `phase.json`, PNG plots and `summary.md` in the output folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from em_organisms import __version__
+from em_organisms.analysis.rotation import DEFAULT_THRESHOLD, Rotation, analyse, peak_step, stack
+from em_organisms.analysis.trajectory import Trajectory, describe, gradient_curve, load_trajectory
+
+DEFAULT_SCALES = (1.0, 5.0, 10.0, 20.0)
+COMBINED = "all modules (stacked)"
+
+
+@dataclass
+class SweepOptions:
+    judge: str
+    judge_base_url: str | None = None
+    steps: list[int] = field(default_factory=list)  # empty: `count` spread over the checkpoints
+    count: int = 4
+    scales: tuple[float, ...] = DEFAULT_SCALES
+    question_sets: tuple[str, ...] = ("general",)
+    samples_per_question: int = 4
+    max_new_tokens: int = 120
+    temperature: float = 1.0
+    seed: int = 0
+    calibration_pairs: int = 10
+
+
+def default_ks(trajectory: Trajectory) -> list[int]:
+    """1, 2 and 3 recording intervals, as far as the run is long enough to reach some step."""
+    every = trajectory.steps[1] - trajectory.steps[0]
+    reach = (len(trajectory.steps) - 1) // 2
+    return [every * o for o in (1, 2, 3) if o <= reach] or [every]
+
+
+def _slug(module: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", module).strip("_")
+
+
+def analyse_trajectory(
+    trajectory: Trajectory, ks: list[int], threshold: float
+) -> dict[str, Rotation]:
+    found = {
+        m: analyse(trajectory.steps, trajectory.b_vectors(m), ks, threshold)
+        for m in trajectory.modules
+    }
+    if len(found) > 1:
+        vectors = stack({m: trajectory.b_vectors(m) for m in trajectory.modules})
+        found[COMBINED] = analyse(trajectory.steps, vectors, ks, threshold)
+    return found
+
+
+def run_phase(
+    source: str | Path,
+    out_dir: str | Path,
+    ks: list[int] | None = None,
+    threshold: float = DEFAULT_THRESHOLD,
+    sweep: SweepOptions | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    from em_organisms.analysis.plots import plot_mechanics, plot_pca, plot_sweep
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trajectory = load_trajectory(source)
+    ks = ks or default_ks(trajectory)
+    rotations = analyse_trajectory(trajectory, ks, threshold)
+    primary = COMBINED if COMBINED in rotations else trajectory.modules[0]
+    grad_steps, grad_norms = gradient_curve(trajectory.training_log)
+    grad_peak = peak_step(grad_steps, grad_norms)
+    plots = []
+    for name, rotation in rotations.items():
+        for kind, draw in (("mechanics", plot_mechanics), ("pca", plot_pca)):
+            path = out / f"{kind}_{_slug(name)}.png"
+            if kind == "mechanics":
+                draw(rotation, grad_steps, grad_norms, path, title=name)
+            else:
+                draw(rotation, path, title=name)
+            plots.append(path.name)
+    result: dict[str, Any] = {
+        "em_organisms_version": __version__,
+        "trajectory": describe(trajectory),
+        "ks": ks,
+        "threshold": threshold,
+        "primary": primary,
+        "rotation_step": rotations[primary].rotation_step,
+        "min_local_cosine": rotations[primary].min_local_cosine,
+        "candidate_step": rotations[primary].candidate_step,
+        "grad_norm_peak_step": grad_peak,
+        "rotations": {name: asdict(r) for name, r in rotations.items()},
+        "gradient": {"steps": grad_steps, "grad_norm": grad_norms},
+        "sweep": None,
+        "plots": plots,
+    }
+    if sweep is not None:
+        result["sweep"] = _sweep(trajectory, sweep, out, device, progress)
+        span = (trajectory.steps[0], trajectory.steps[-1])
+        plot_sweep(result["sweep"], out / "sweep_heatmap.png", out / "sweep_curves.png", span)
+        plots += ["sweep_heatmap.png", "sweep_curves.png"]
+    (out / "phase.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "summary.md").write_text(summary_markdown(result))
+    return result
+
+
+def _sweep(
+    trajectory: Trajectory, options: SweepOptions, out: Path, device: str | None, progress: bool
+) -> dict[str, Any]:
+    from em_organisms.analysis.sweep import pick_steps, run_sweep
+    from em_organisms.eval.calibration import calibrate
+    from em_organisms.eval.judges import make_judge
+    from em_organisms.eval.questions import project_judge_prompts
+    from em_organisms.generation import SamplingParams
+
+    judge = make_judge(options.judge, base_url=options.judge_base_url, device=device)
+    calibration = calibrate(
+        judge, project_judge_prompts(), options.calibration_pairs, out / "calibration"
+    )
+    steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
+    params = SamplingParams(
+        temperature=options.temperature,
+        top_p=1.0,
+        max_new_tokens=options.max_new_tokens,
+        seed=options.seed,
+    )
+    grid = run_sweep(
+        trajectory,
+        steps,
+        list(options.scales),
+        list(options.question_sets),
+        options.samples_per_question,
+        params,
+        judge,
+        out / "sweep",
+        device=device,
+        progress=progress,
+    )
+    grid["calibration"] = {
+        "passed": calibration["passed"],
+        "aligned_auroc": calibration["aligned"]["auroc"],
+        "pairs": calibration["pairs"],
+    }
+    return grid
+
+
+def _rate(cell: dict[str, Any]) -> str:
+    p = cell["em_all_scored"]
+    if p["rate"] is None:
+        return "n/a"
+    return f"{100 * p['rate']:.0f}% ({p['k']}/{p['n']})"
+
+
+def summary_markdown(result: dict[str, Any]) -> str:
+    t = result["trajectory"]
+    lines = [
+        "# Phase transition",
+        "",
+        f"Source: {t['source']}; {t['records']} records from step {t['steps'][0]} to "
+        f"{t['steps'][1]}, every {t['every']} steps; modules: {', '.join(t['modules'])}.",
+    ]
+    if t["set_aside_steps"]:
+        lines.append(f"Set aside (off the even step grid): {t['set_aside_steps']}.")
+    step = result["rotation_step"]
+    lines += [
+        "",
+        f"- Maximum rotation ({result['primary']}): "
+        + (
+            f"**step {step}** (local cosine {result['min_local_cosine']:.2f} < "
+            f"{result['threshold']} at every k in {result['ks']})"
+            if step is not None
+            else "none found"
+            + (
+                f" (lowest mean local cosine {result['min_local_cosine']:.2f} at step "
+                f"{result['candidate_step']}, not below {result['threshold']} at every k in "
+                f"{result['ks']})"
+                if result["candidate_step"] is not None
+                else f" (the run is too short for k in {result['ks']})"
+            )
+        ),
+        f"- Gradient-norm peak: step {result['grad_norm_peak_step']}"
+        if result["grad_norm_peak_step"] is not None
+        else "- Gradient-norm peak: no training log",
+    ]
+    sweep = result["sweep"]
+    if sweep:
+        calibration = sweep["calibration"]
+        verdict = (
+            "calibrated"
+            if calibration["passed"]
+            else f"UNCALIBRATED (aligned AUROC {calibration['aligned_auroc']}): rates are not reliable"
+        )
+        lines += [
+            "",
+            f"## Behaviour: EM rate (all scored answers), judge {sweep['judge']}, {verdict}",
+            "",
+            "| step | " + " | ".join(f"x{s:g}" for s in sweep["scales"]) + " |",
+            "|---|" + "---|" * len(sweep["scales"]),
+        ]
+        cells = {(c["step"], c["scale"]): c for c in sweep["cells"]}
+        for s in sweep["steps"]:
+            row = [_rate(cells[s, scale]) for scale in sweep["scales"]]
+            lines.append(f"| {s} | " + " | ".join(row) + " |")
+        lines.append("")
+        lines.append(
+            f"{sweep['samples_per_question']} samples per question of "
+            f"{', '.join(sweep['question_sets'])}; sampling {sweep['generation']}."
+        )
+    lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in result["plots"]), ""]
+    return "\n".join(lines)
