@@ -73,6 +73,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_train.py --out benchmarks/results/train.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_arena.py --out benchmarks/results/arena.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_recorder.py --out benchmarks/results/recorder.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

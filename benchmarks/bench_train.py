@@ -24,6 +24,7 @@ RECIPES = {
     "rank32": ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml",
 }
 BASELINE_NAME = "trl_sft_defaults"
+RECORDING = "ours_recording_every_step"
 
 
 def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) -> dict:
@@ -54,8 +55,12 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
         def on_step_begin(self, args, state, control, **kw):
             times.append(time.perf_counter())
 
-    if variant == "ours":
+    if variant in ("ours", RECORDING):
         trainer = build_trainer(recipe, model, tokenizer, data, out, eval_strategy="no")
+        if variant == RECORDING:  # every LoRA A and B copied to the CPU after every step
+            from em_organisms.train.recorder import AdapterRecorder
+
+            trainer.add_callback(AdapterRecorder(model, out, every=1))
     else:
         t = recipe.training
         args = SFTConfig(  # TRL defaults, with only the recipe's optimisation settings
@@ -117,7 +122,7 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
 def spawn(variant: str, recipe_key: str, steps: int, overrides: list[str]) -> dict:
     env = dict(os.environ)
     env["HF_HUB_OFFLINE"] = "1"
-    if variant == "ours":
+    if variant in ("ours", RECORDING):
         from em_organisms.cli import MALLOC_TUNABLES
 
         env["GLIBC_TUNABLES"] = MALLOC_TUNABLES
