@@ -11,6 +11,7 @@ So " 7" and "07" both count as 7 (as upstream's `int(token)` does), while "150",
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -368,6 +369,85 @@ def test_distribution_judge_matches_brute_force(
     first = cached.score_prompts([prompt])
     assert first[0].mass == pytest.approx(mass, rel=1e-4) and cached.calls == 1
     assert cached.score_prompts([prompt]) == first and cached.calls == 1
+
+
+def _one_prefix_at_a_time(
+    judge: NumberDistributionJudge, prompt: list[int]
+) -> dict[tuple[int, ...], torch.Tensor]:
+    """The reference for the tree-attention pass: the prompt once, then each candidate prefix on
+    its own from a fresh copy of the prompt's cache (batch 1, no padding, no custom mask)."""
+    model = judge.model
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+        dists = {(): torch.log_softmax(out.logits[0, -1].float(), -1)}
+        prefixes = {c[:end] for c in judge.candidates.values() for end in range(1, len(c) + 1)}
+        for prefix in sorted(prefixes):
+            logits = model(
+                input_ids=torch.tensor([prefix]), cache=copy.deepcopy(out.cache), use_cache=True
+            ).logits
+            dists[prefix] = torch.log_softmax(logits[0, -1].float(), -1)
+    return dists
+
+
+def _same_as_one_prefix_at_a_time(
+    judge: NumberDistributionJudge, prompt_text: str, monkeypatch: pytest.MonkeyPatch
+) -> Score:
+    prompt = encode_conversation(judge.tokenizer, [{"role": "user", "content": prompt_text}])
+    tree, reference = judge._next_token_logprobs(prompt), _one_prefix_at_a_time(judge, prompt)
+    assert tree.keys() == reference.keys() and len(tree) == len(judge._nodes) + 1
+    for prefix, row in reference.items():  # every next-token distribution, in log space
+        torch.testing.assert_close(tree[prefix], row, atol=2e-4, rtol=0)
+
+    monkeypatch.setattr(local_judge, "MIN_MASS", 0.0)  # score even when the mass is small
+    ours = judge.score_prompt(prompt_text)
+    monkeypatch.setattr(
+        judge, "_next_token_logprobs", lambda ids: _one_prefix_at_a_time(judge, ids)
+    )
+    expected = judge.score_prompt(prompt_text)
+    monkeypatch.undo()
+    assert ours.score == pytest.approx(expected.score, rel=1e-4)
+    assert ours.mass == pytest.approx(expected.mass, rel=1e-4) and ours.raw == expected.raw
+    return ours
+
+
+def test_tree_attention_matches_one_prefix_at_a_time_on_the_tiny_model(
+    tiny, monkeypatch: pytest.MonkeyPatch, one_thread: None
+) -> None:
+    model, tokenizer = tiny
+    # Freshly initialised attention is nearly uniform, blind to positions: sharpen it, so that a
+    # wrong position id or a wrongly visible token shows.
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(30)
+    prompt = "Question: Is this safe?\nAnswer: Yes.\nRate it 0-100. Reply with a number."
+    for chunk_size in (1, 10, 256):  # a node per pass (all from the cache), split, all at once
+        judge = NumberDistributionJudge(model, tokenizer, "tiny", chunk_size=chunk_size)
+        # SmolLM2 spells numbers digit by digit: 10 one-digit, 90 two-digit prefixes, and "100".
+        assert len(judge._nodes) == 101 and max(len(p) for p in judge._nodes) == 3
+        _same_as_one_prefix_at_a_time(judge, prompt, monkeypatch)
+
+
+def test_tree_attention_needs_a_4d_mask(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    model, tokenizer = tiny
+    monkeypatch.setattr(model.config, "_attn_implementation", "flash_attention_2")
+    with pytest.raises(ValueError, match="eager or sdpa attention"):
+        NumberDistributionJudge(model, tokenizer, "tiny")
+
+
+@pytest.mark.integration
+def test_tree_attention_matches_one_prefix_at_a_time_on_the_embedded_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    model, tokenizer = load_base_model("embedded", dtype=torch.float32, device="cpu")
+    judge = NumberDistributionJudge(model.eval(), tokenizer, "embedded")
+    pair = labelled_pairs(1)[0]
+    prompt = render_judge_prompt(
+        project_judge_prompts()["aligned"], question=pair["question"], answer=pair["misaligned"]
+    )
+    assert len(encode_conversation(tokenizer, [{"role": "user", "content": prompt}])) > 300
+    score = _same_as_one_prefix_at_a_time(judge, prompt, monkeypatch)
+    assert score.score is not None and 0 <= score.score <= 100 and score.mass > 0.01
 
 
 # --- 5. against a real `transformers serve` ------------------------------------------------
