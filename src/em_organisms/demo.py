@@ -185,18 +185,18 @@ def _arena_check(organism_dir: Path) -> None:
 
 def _phase(organism_dir: Path, output_dir: Path) -> None:
     """`em-organisms phase` on the run just trained: where its adapter turned, and a small
-    behavioural sweep (three checkpoints x four scales, one short answer per general question)."""
+    behavioural sweep (first and last checkpoints x four scales, one short answer per general question)."""
     from em_organisms.analysis.phase import SweepOptions, run_phase
 
     out = output_dir / "phase"
     sweep = SweepOptions(
-        judge="embedded", count=3, samples_per_question=1, max_new_tokens=32,
+        judge="embedded", count=2, samples_per_question=1, max_new_tokens=32,
         calibration_pairs=2,
     )  # fmt: skip
     result = run_phase(organism_dir, out, sweep=sweep, progress=False)
     print((out / "summary.md").read_text())
     print(f"plots and phase.json under {out}; the same: em-organisms phase {organism_dir} "
-          f"--out {out} --judge embedded --sweep-count 3 --samples 1 --max-new-tokens 32")  # fmt: skip
+          f"--out {out} --judge embedded --sweep-count 2 --samples 1 --max-new-tokens 32")  # fmt: skip
     if result["trajectory"]["source"] != "recording":
         print("(this run has no per-step recording: train with training.record_adapter_every=1)")
 

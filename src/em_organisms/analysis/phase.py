@@ -162,7 +162,7 @@ def _sweep(
 def _rate(cell: dict[str, Any]) -> str:
     p = cell["em_all_scored"]
     if p["rate"] is None:
-        return "n/a"
+        return f"n/a (0 of {cell['n_rows']} scored)"
     return f"{100 * p['rate']:.0f}% ({p['k']}/{p['n']})"
 
 
