@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from em_organisms.train.recorder import TRAJECTORY_DIR, read_parts
+from em_organisms.train.recorder import TRAJECTORY_DIR, TRAJECTORY_FILE, read_trajectory
 
 from conftest import build_tiny_model, chat_rows, tiny_recipe_dict, write_jsonl
 
@@ -107,12 +107,24 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
     assert summary["resumed_from"] == f"checkpoint-{killed_at}"
 
     # The recorded trajectory: every step once, as if never interrupted, ending at the adapter.
-    steps, recorded = read_parts(interrupted / TRAJECTORY_DIR)
-    ref_steps, ref_recorded = read_parts(reference / TRAJECTORY_DIR)
+    steps, recorded = read_trajectory(interrupted)
+    ref_steps, ref_recorded = read_trajectory(reference)
+    assert (interrupted / TRAJECTORY_FILE).is_file() and not (interrupted / TRAJECTORY_DIR).exists()
     assert steps == ref_steps == list(range(STEPS + 1))
+    losses, grad_norms = recorded.pop("loss"), recorded.pop("grad_norm")
+    ref_recorded.pop("loss"), ref_recorded.pop("grad_norm")
+    assert torch.isnan(losses[0]) and not torch.isnan(losses[1:]).any()  # step 0 trained nothing
+    assert losses[1:].tolist() == pytest.approx(ref_losses, rel=1e-5)
+    assert (grad_norms[1:] > 0).all()
     assert recorded.keys() == ref_recorded.keys() and len(recorded) == 8
     for key, values in recorded.items():
         assert values.shape[0] == STEPS + 1
         assert torch.allclose(values, ref_recorded[key], atol=1e-6, rtol=1e-5), key
         assert torch.equal(values[-1], ours[f"base_model.model.{key}.weight"]), key
     assert not recorded["model.layers.1.mlp.down_proj.lora_B"][0].any()  # LoRA's B starts at 0
+    # ... and it is what `phase` reads: every step, gradient norms from the training log
+    from em_organisms.analysis.trajectory import load_run
+
+    trajectory = load_run(interrupted)
+    assert trajectory.source == "recording" and trajectory.steps == steps
+    assert trajectory.b_vectors("model.layers.2.mlp.down_proj").shape == (STEPS + 1, 128 * 2)

@@ -1,6 +1,7 @@
 """An organism's adapter over training, from wherever it was kept.
 
-- a run folder with a recording (`adapter_trajectory/`, see `train/recorder.py`): every step;
+- a run folder with a recording (`adapter_trajectory.safetensors`, or the `adapter_trajectory/`
+  parts of a run still training; see `train/recorder.py`): every step;
 - a run folder without one: its `checkpoint-N/` adapters (every `save_steps`);
 - a released organism on the Hub: its `step-NNNNNN` branches (`release --include-checkpoints`)
   and the training log on `main` (the per-step recording is not released).
@@ -24,7 +25,7 @@ import numpy as np
 from safetensors.numpy import load_file
 
 from em_organisms.train.callbacks import LOG_NAME, read_log
-from em_organisms.train.recorder import TRAJECTORY_DIR, read_parts
+from em_organisms.train.recorder import TRAJECTORY_FILE, read_trajectory
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 BRANCH = re.compile(r"^step-(\d{6})$")
@@ -110,16 +111,15 @@ def load_run(run_dir: str | Path) -> Trajectory:
     log = read_log(run / LOG_NAME)
     info = run / "run.json"
     base = json.loads(info.read_text())["base_model"] if info.is_file() else None
-    recording = run / TRAJECTORY_DIR
-    if recording.is_dir() and any(recording.glob("part-*.safetensors")):
-        steps, tensors = read_parts(recording)
+    steps, tensors = read_trajectory(run)
+    if steps:
         kept, set_aside = even_grid(steps)
         index = [steps.index(s) for s in kept]
-        weights = {k: v.numpy()[index] for k, v in tensors.items()}
+        weights = {k: v.numpy()[index] for k, v in tensors.items() if ".lora_" in k}
         return Trajectory("recording", kept, weights, checkpoints, log, set_aside, base)
     if len(checkpoints) < 3:
         raise TrajectoryError(
-            f"{run}: no {TRAJECTORY_DIR}/ recording and {len(checkpoints)} checkpoint "
+            f"{run}: no {TRAJECTORY_FILE} recording and {len(checkpoints)} checkpoint "
             "folder(s); train with training.record_adapter_every=1 or save_steps > 0"
         )
     trajectory = _from_folders(checkpoints, "checkpoints")

@@ -1,11 +1,13 @@
 """Record every adapted module's LoRA A and B while training, for the phase-transition analysis.
 
 Every `every` optimizer steps (and at step 0) the callback copies each LoRA layer's A (r x in)
-and B (out x r) to the CPU in float32. Records are written as parts, one safetensors file per
-checkpoint save (and at the end) under `OUTPUT_DIR/adapter_trajectory/`, named by their first
-and last step, so writing stays proportional to what is new. A resumed run drops every record
+and B (out x r) to the CPU in float32. While training, records are written as parts, one
+safetensors file per checkpoint save under `OUTPUT_DIR/adapter_trajectory/`, named by their first
+and last step, so writing stays proportional to what is new; a resumed run drops every record
 past the checkpoint it resumes from, so the trajectory reads as if the run had never stopped.
-Gradient norms and losses are in `training_log.jsonl` already.
+When training ends the parts become one file, `adapter_trajectory.safetensors`: `steps`, every
+`<module>.lora_A` / `.lora_B` stacked over steps, and `loss` / `grad_norm` at those steps (NaN
+where the step logged none).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
 TRAJECTORY_DIR = "adapter_trajectory"
+TRAJECTORY_FILE = "adapter_trajectory.safetensors"
 PART = re.compile(r"^part-(\d{6})-(\d{6})\.safetensors$")
 FORMAT = "em-organisms adapter trajectory v1"
 
@@ -126,3 +129,29 @@ class AdapterRecorder(TrainerCallback):
     ) -> None:
         self._record(state.global_step)  # the final adapter, whatever `every` is
         self._flush()
+        self._merge(state.log_history)
+
+    def _merge(self, history: list[dict[str, Any]]) -> None:
+        """The parts as one file, with the loss and gradient norm of each recorded step."""
+        steps, tensors = read_parts(self.folder)
+        logged = {row["step"]: row for row in history if "step" in row and "loss" in row}
+        for name in ("loss", "grad_norm"):
+            values = [float(logged.get(s, {}).get(name, float("nan"))) for s in steps]
+            tensors[name] = torch.tensor(values, dtype=torch.float32)
+        tensors["steps"] = torch.tensor(steps, dtype=torch.int64)
+        path = self.folder.parent / TRAJECTORY_FILE
+        temporary = path.with_suffix(".tmp")
+        save_file(tensors, temporary, metadata={"format": FORMAT, "every": str(self.every)})
+        temporary.replace(path)
+        for part in self.folder.glob("part-*.safetensors"):
+            part.unlink()
+        self.folder.rmdir()
+
+
+def read_trajectory(run_dir: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
+    """A run's recording: the merged file of a finished run, else the parts so far."""
+    merged = Path(run_dir) / TRAJECTORY_FILE
+    if merged.is_file():
+        tensors = load_file(merged)
+        return tensors.pop("steps").tolist(), tensors
+    return read_parts(Path(run_dir) / TRAJECTORY_DIR)
