@@ -122,17 +122,22 @@ def run_phase(
 def _sweep(
     trajectory: Trajectory, options: SweepOptions, out: Path, device: str | None, progress: bool
 ) -> dict[str, Any]:
-    from em_organisms.analysis.sweep import pick_steps, run_sweep
+    from em_organisms.analysis.sweep import SweepError, pick_steps, run_sweep
     from em_organisms.eval.calibration import calibrate
     from em_organisms.eval.judges import make_judge
     from em_organisms.eval.questions import project_judge_prompts
     from em_organisms.generation import SamplingParams
 
+    steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
+    missing = sorted(set(steps) - set(trajectory.checkpoints))
+    if missing:  # before the judge is loaded and calibrated
+        raise SweepError(
+            f"no checkpoint for step(s) {missing}; steps with one: {sorted(trajectory.checkpoints)}"
+        )
     judge = make_judge(options.judge, base_url=options.judge_base_url, device=device)
     calibration = calibrate(
         judge, project_judge_prompts(), options.calibration_pairs, out / "calibration"
     )
-    steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
     params = SamplingParams(
         temperature=options.temperature,
         top_p=1.0,
