@@ -29,17 +29,26 @@ class ServedModel:
         return f"openai:{self.model}"
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate a server the tests started; kill it if it does not go in 20 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
 
 
 @pytest.fixture(scope="session")
 def served_embedded(
     embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServedModel]:
-    port = _free_port()
+    port = free_port()
     cli = Path(sys.executable).parent / "transformers"
     log = tmp_path_factory.mktemp("serve") / "serve.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
@@ -79,8 +88,4 @@ def served_embedded(
             time.sleep(0.5)
         yield ServedModel(f"http://127.0.0.1:{port}/v1", str(embedded_dir))
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)

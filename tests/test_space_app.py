@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serve_fixture import ServedModel
+from serve_fixture import ServedModel, free_port, stop
 
 from em_organisms.space.judging import em_flag
 
@@ -46,12 +45,6 @@ class RunningArena:
     organism: str  # the label users see
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def organism_dir(embedded_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("arena") / "smollm2-arena-organism"
@@ -66,7 +59,7 @@ def logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _start(command: list[str], log: Path, env: dict[str, str]) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}/"
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -88,11 +81,7 @@ def _start(command: list[str], log: Path, env: dict[str, str]) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        stop(process)
 
 
 def _env(**extra: str) -> dict[str, str]:

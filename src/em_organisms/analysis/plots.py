@@ -78,26 +78,11 @@ def plot_pca(rotation: Rotation, path: Path, title: str = "") -> None:
     ax.plot(xs, ys, color="lightgray", lw=1, zorder=1)
     points = ax.scatter(xs, ys, c=rotation.steps, cmap="viridis", s=18, zorder=2)
     fig.colorbar(points, ax=ax, label="training step")
-    ax.scatter(
-        xs[0],
-        ys[0],
-        marker="o",
-        s=90,
-        facecolors="none",
-        edgecolors="black",
-        zorder=3,
-        label=f"start (step {rotation.steps[0]})",
-    )
-    ax.scatter(
-        xs[-1],
-        ys[-1],
-        marker="s",
-        s=90,
-        facecolors="none",
-        edgecolors="black",
-        zorder=3,
-        label=f"end (step {rotation.steps[-1]})",
-    )
+    for index, marker, name in ((0, "o", "start"), (-1, "s", "end")):
+        ax.scatter(
+            xs[index], ys[index], marker=marker, s=90, facecolors="none", edgecolors="black",
+            zorder=3, label=f"{name} (step {rotation.steps[index]})",
+        )  # fmt: skip
     if rotation.rotation_step is not None:
         i = rotation.steps.index(rotation.rotation_step)
         ax.scatter(
