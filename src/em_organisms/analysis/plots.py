@@ -160,5 +160,10 @@ def plot_sweep(
     ax.set_title("EM rate over training, Wilson 95% bands", fontsize=10)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="scale", fontsize=8)
+    else:  # an empty frame would look like a rate of nothing
+        ax.text(
+            0.5, 0.5, "no scored answers: the judge gave no score to any of them",
+            ha="center", va="center", transform=ax.transAxes, color="gray",
+        )  # fmt: skip
     fig.tight_layout()
     fig.savefig(path_curves)
