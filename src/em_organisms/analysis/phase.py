@@ -87,13 +87,10 @@ def run_phase(
     grad_peak = peak_step(grad_steps, grad_norms)
     plots = []
     for name, rotation in rotations.items():
-        for kind, draw in (("mechanics", plot_mechanics), ("pca", plot_pca)):
-            path = out / f"{kind}_{_slug(name)}.png"
-            if kind == "mechanics":
-                draw(rotation, grad_steps, grad_norms, path, title=name)
-            else:
-                draw(rotation, path, title=name)
-            plots.append(path.name)
+        mechanics, pca = f"mechanics_{_slug(name)}.png", f"pca_{_slug(name)}.png"
+        plot_mechanics(rotation, grad_steps, grad_norms, out / mechanics, title=name)
+        plot_pca(rotation, out / pca, title=name)
+        plots += [mechanics, pca]
     result: dict[str, Any] = {
         "em_organisms_version": __version__,
         "trajectory": describe(trajectory),
@@ -122,18 +119,14 @@ def run_phase(
 def _sweep(
     trajectory: Trajectory, options: SweepOptions, out: Path, device: str | None, progress: bool
 ) -> dict[str, Any]:
-    from em_organisms.analysis.sweep import SweepError, pick_steps, run_sweep
+    from em_organisms.analysis.sweep import check_steps, pick_steps, run_sweep
     from em_organisms.eval.calibration import calibrate
     from em_organisms.eval.judges import make_judge
     from em_organisms.eval.questions import project_judge_prompts
     from em_organisms.generation import SamplingParams
 
     steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
-    missing = sorted(set(steps) - set(trajectory.checkpoints))
-    if missing:  # before the judge is loaded and calibrated
-        raise SweepError(
-            f"no checkpoint for step(s) {missing}; steps with one: {sorted(trajectory.checkpoints)}"
-        )
+    check_steps(trajectory, steps)  # before the judge is loaded and calibrated
     judge = make_judge(options.judge, base_url=options.judge_base_url, device=device)
     calibration = calibrate(
         judge, project_judge_prompts(), options.calibration_pairs, out / "calibration"

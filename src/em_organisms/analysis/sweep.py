@@ -50,6 +50,16 @@ def pick_steps(available: list[int], count: int) -> list[int]:
     return sorted({steps[round(i * last / (count - 1))] for i in range(count)})
 
 
+def check_steps(trajectory: Trajectory, steps: list[int]) -> None:
+    """SweepError unless every step asked for has a checkpoint folder."""
+    missing = [s for s in steps if s not in trajectory.checkpoints]
+    if not steps or missing:
+        raise SweepError(
+            f"no checkpoint folder for step(s) {missing or '(none asked)'}; steps with one: "
+            f"{sorted(trajectory.checkpoints) or 'none'}"
+        )
+
+
 def cell_name(step: int, scale: float) -> str:
     return f"step-{step:06d}_x{scale:g}"
 
@@ -106,12 +116,7 @@ def run_sweep(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Sample and judge every (step, scale); return the grid of EM rates (JSON-able)."""
-    missing = [s for s in steps if s not in trajectory.checkpoints]
-    if not steps or missing:
-        raise SweepError(
-            f"no checkpoint folder for step(s) {missing or '(none asked)'}; steps with one: "
-            f"{sorted(trajectory.checkpoints) or 'none'}"
-        )
+    check_steps(trajectory, steps)
     sets = [load_project_set(name) for name in question_sets]
     prompts = project_judge_prompts()
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -80,12 +80,15 @@ class AdapterRecorder(TrainerCallback):
         tensors = {key: torch.stack(values) for key, values in self.pending.items()}
         tensors["steps"] = torch.tensor(self.pending_steps, dtype=torch.int64)
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"part-{first:06d}-{last:06d}.safetensors"
+        self._write(tensors, self.folder / f"part-{first:06d}-{last:06d}.safetensors")
+        self.pending_steps = []
+        self.pending = {key: [] for key in self.weights}
+
+    def _write(self, tensors: dict[str, torch.Tensor], path: Path) -> None:
+        """Write a whole file or none: a crash mid-write leaves only a .tmp behind."""
         temporary = path.with_suffix(".tmp")
         save_file(tensors, temporary, metadata={"format": FORMAT, "every": str(self.every)})
         temporary.replace(path)
-        self.pending_steps = []
-        self.pending = {key: [] for key in self.weights}
 
     def _drop_after(self, step: int) -> None:
         """Forget records past STEP (a resume from an earlier checkpoint)."""
@@ -100,8 +103,7 @@ class AdapterRecorder(TrainerCallback):
             keep = tensors["steps"] <= step
             kept = {key: value[keep] for key, value in tensors.items()}
             last = int(kept["steps"][-1])
-            save_file(kept, self.folder / f"part-{match.group(1)}-{last:06d}.safetensors",
-                      metadata={"format": FORMAT, "every": str(self.every)})  # fmt: skip
+            self._write(kept, self.folder / f"part-{match.group(1)}-{last:06d}.safetensors")
             part.unlink()
 
     def on_train_begin(
@@ -139,10 +141,7 @@ class AdapterRecorder(TrainerCallback):
             values = [float(logged.get(s, {}).get(name, float("nan"))) for s in steps]
             tensors[name] = torch.tensor(values, dtype=torch.float32)
         tensors["steps"] = torch.tensor(steps, dtype=torch.int64)
-        path = self.folder.parent / TRAJECTORY_FILE
-        temporary = path.with_suffix(".tmp")
-        save_file(tensors, temporary, metadata={"format": FORMAT, "every": str(self.every)})
-        temporary.replace(path)
+        self._write(tensors, self.folder.parent / TRAJECTORY_FILE)
         for part in self.folder.glob("part-*.safetensors"):
             part.unlink()
         self.folder.rmdir()
