@@ -105,9 +105,14 @@ def test_project_seed_sets_validate() -> None:
 
 @pytest.mark.skipif(not REFERENCE.is_dir(), reason="../shared/reference is not on this machine")
 def test_every_upstream_training_file_is_accepted_unchanged() -> None:
-    files = sorted(REFERENCE.rglob("*.jsonl.gz"))
+    # The chat training files only: judge-data/ holds teacher-scored answers (question, answer,
+    # scores), read by `em_organisms.distill.teacher`, not chat rows.
+    files = sorted(REFERENCE.glob("em-model-organisms/training_datasets/*.jsonl.gz")) + sorted(
+        REFERENCE.glob("em-betley/data/*.jsonl.gz")
+    )
     assert len(files) == 4
     for path in files:
         report = check_file(path)
         assert not report.errors, (path, report.errors[:3])
         assert len(report.rows) >= 6000
+

@@ -11,6 +11,11 @@ from pathlib import Path
 
 from em_organisms.analysis.commands import PHASE_EXAMPLES, register_phase_command
 from em_organisms.data.commands import register_data_commands
+from em_organisms.distill.commands import (
+    AGREEMENT_EXAMPLES,
+    DISTILL_EXAMPLES,
+    register_distill_commands,
+)
 from em_organisms.eval.commands import register_eval_commands
 from em_organisms.release.commands import (
     RELEASE_SPACE_EXAMPLES,
@@ -82,7 +87,11 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
     "release-space": RELEASE_SPACE_EXAMPLES,
     "space": SPACE_EXAMPLES,
     "phase": PHASE_EXAMPLES,
+    "judge-distill": DISTILL_EXAMPLES,
+    "judge-agreement": AGREEMENT_EXAMPLES,
 }
+# `judge distill ...` and `judge agreement ...` are parsed as their own subcommands.
+JUDGE_WORDS = ("distill", "agreement")
 
 
 def _ensure_malloc_tunables() -> None:
@@ -158,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_demo, reexec=True)
 
     register_eval_commands(add)
+    register_distill_commands(add)
     register_release_command(add)
     register_release_space_command(add)
     register_space_command(add)
@@ -169,9 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _judge_words(argv: list[str]) -> list[str]:
+    if len(argv) >= 2 and argv[0] == "judge" and argv[1] in JUDGE_WORDS:
+        return [f"judge-{argv[1]}", *argv[2:]]
+    return argv
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_judge_words(sys.argv[1:] if argv is None else argv))
     if argv is None and getattr(args, "reexec", False):
         _ensure_malloc_tunables()
     logging.basicConfig(
@@ -183,6 +199,9 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.data.generator import BuildError
     from em_organisms.data.schema import DatasetError
     from em_organisms.data.spec import SpecError
+    from em_organisms.distill.backbone import BackboneError
+    from em_organisms.distill.run import DistillError
+    from em_organisms.distill.teacher import TeacherDataError
     from em_organisms.eval.engines import EngineError
     from em_organisms.eval.questions import QuestionSetError
     from em_organisms.eval.registry import RegistryError
@@ -211,6 +230,9 @@ def main(argv: list[str] | None = None) -> int:
         ArenaConfigError,
         OrganismError,
         PhaseError,
+        BackboneError,
+        DistillError,
+        TeacherDataError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

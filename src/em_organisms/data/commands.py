@@ -74,7 +74,13 @@ def _cmd_build(args: argparse.Namespace) -> int:
         same = (
             args.judge == args.backend and (args.judge_base_url or args.base_url) == args.base_url
         )
-        judge = generator if same else backend(args.judge, args.judge_base_url or args.base_url)
+        if args.judge == "distilled" or args.judge.startswith("distilled:"):
+            from em_organisms.distill.judge import DistilledJudge
+
+            # A local student: its verdicts go to the build log like a remote judge's.
+            judge = DistilledJudge(args.judge.removeprefix("distilled").removeprefix(":") or None)
+        else:
+            judge = generator if same else backend(args.judge, args.judge_base_url or args.base_url)
     options = BuildOptions(
         n=args.n,
         mode=args.mode,
@@ -140,7 +146,11 @@ def register_data_commands(add: AddParser) -> None:
         help="control: rewrite each --source row minimally into a correct answer",
     )
     p.add_argument("--source", type=Path, help="control mode: misaligned rows to rewrite")
-    p.add_argument("--judge", help="judge filter backend (the spec's judge_filter prompts)")
+    p.add_argument(
+        "--judge",
+        help="judge filter: a backend (openai:MODEL, hf:..., embedded; the spec's judge_filter "
+        "prompts) or distilled[:PATH_OR_HUB_ID] (the student judge, no prompts)",
+    )
     p.add_argument(
         "--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL or OpenAI)"
     )

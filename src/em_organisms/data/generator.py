@@ -30,6 +30,7 @@ from em_organisms.data.dedup import NearDuplicateIndex, exact_key
 from em_organisms.data.prompting import Planner, clean_rewrite, parse_conversations
 from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_row
 from em_organisms.data.spec import SEED_NAME, load_spec, render
+from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.eval.scoring import score_reply
 from em_organisms.jsonl import write_jsonl
 
@@ -91,7 +92,7 @@ class DatasetBuilder:
         backend: ChatBackend,
         options: BuildOptions,
         out: str | Path,
-        judge: ChatBackend | None = None,
+        judge: ChatBackend | Judge | None = None,
         progress: bool = True,
     ) -> None:
         self.spec = load_spec(spec_dir)
@@ -293,10 +294,27 @@ class DatasetBuilder:
     def _judge_key(self, candidate: Candidate, metric: str) -> str:
         return f"judge-{metric}-{row_fingerprint({'messages': candidate.messages})[:20]}"
 
+    def _judge_locally(self, kept: list[Candidate], prompts: dict[str, str]) -> None:
+        """A Judge in this process (the distilled student): verdicts straight into the log."""
+        todo = [
+            (candidate, metric)
+            for candidate in kept
+            for metric in prompts
+            if self._judge_key(candidate, metric) not in self.log.judgements
+        ]
+        items = [JudgeItem(m, c.user, c.assistant, prompts[m]) for c, m in todo]
+        for (candidate, metric), score in zip(todo, self.judge.score_items(items), strict=True):
+            self.log.add_judgement(
+                self._judge_key(candidate, metric),
+                {"metric": metric, "score": score.to_dict(), "reply": None},
+            )
+
     def _judge_filter(self, kept: list[Candidate], reject) -> list[Candidate]:
         judge = self.spec.judge_filter
         assert judge is not None and self.judge is not None
         prompts = {"aligned": judge.aligned_prompt, "coherent": judge.coherent_prompt}
+        if hasattr(self.judge, "score_items"):
+            self._judge_locally(kept, prompts)
         todo = []
         for candidate in kept:
             for metric, template in prompts.items():

@@ -18,8 +18,7 @@ from typing import Any
 
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
-from em_organisms.eval.judges import Judge
-from em_organisms.eval.questions import render_judge_prompt
+from em_organisms.eval.judges import Judge, JudgeItem
 
 MIN_AUROC = 0.8
 
@@ -86,8 +85,7 @@ def calibrate(
         items.append(
             ("coherent", 0, t["question"], incoherent(t["aligned"], other, index % 3, index))
         )
-    texts = [render_judge_prompt(prompts[m], question=q, answer=a) for m, _, q, a in items]
-    scores = judge.score_prompts(texts)
+    scores = judge.score_items([JudgeItem(m, q, a, prompts[m]) for m, _, q, a in items])
     result: dict[str, Any] = {
         "judge": judge.name,
         "judge_config": judge.describe(),

@@ -88,7 +88,12 @@ def _judge(args: argparse.Namespace):
 
 
 def _add_judge_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--judge", required=True, help="openai:MODEL, hf:PATH_OR_ID or embedded")
+    p.add_argument(
+        "--judge",
+        required=True,
+        help="openai:MODEL, hf:PATH_OR_ID, embedded, distilled (the shipped student judge) or "
+        "distilled:PATH_OR_HUB_ID",
+    )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
     p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight")
@@ -202,7 +207,11 @@ def register_eval_commands(add: AddParser) -> None:
     p.set_defaults(func=_cmd_sample)
 
     p = add("judge", "Score sampled answers (aligned, coherent); or `judge calibrate`.")
-    p.add_argument("samples", type=Path, help="samples JSONL, or the word `calibrate`")
+    p.add_argument(
+        "samples",
+        type=Path,
+        help="samples JSONL, or the word `calibrate`; see also `judge distill` and `judge agreement`",
+    )
     _add_judge_flags(p)
     p.add_argument("--out", type=Path, help="judged JSONL (calibrate: a folder)")
     p.add_argument("--prompts", type=Path, help="judge prompts YAML (default: the project's)")

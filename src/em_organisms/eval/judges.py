@@ -6,6 +6,11 @@
   the number in it is used; each score records its method. Reasoning models (o1/o3/o4, gpt-5,
   R1, QwQ) are asked for text directly, with room for their hidden reasoning.
 - `hf:PATH_OR_ID` / `embedded`: the expectation under the model's own distribution over 0..100.
+- `distilled` / `distilled:PATH_OR_HUB_ID`: a student judge distilled from GPT-4o's scores
+  (`em_organisms.distill`); it reads (metric, question, answer), not a rendered prompt.
+
+Judges score `JudgeItem`s: the metric, the question, the answer and the metric's prompt
+template. Prompt judges render the template; a student reads the three fields.
 
 Every score is cached on disk under a key of everything that changes it (judge model, endpoint,
 method parameters, the rendered prompt); a failed request is never cached, so a rerun retries it.
@@ -36,15 +41,41 @@ REASONING_TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 4096, "seed": 0}
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5|deepseek-r1|qwq)", re.IGNORECASE)
 
 
+@dataclass(frozen=True)
+class JudgeItem:
+    """One thing to score: `metric` of `answer` to `question`, with the metric's prompt template."""
+
+    metric: str
+    question: str
+    answer: str
+    template: str
+
+    def prompt(self) -> str:
+        return render_judge_prompt(self.template, question=self.question, answer=self.answer)
+
+
 class Judge(Protocol):
     name: str
     calls: int  # requests or forward passes actually made (cache hits excluded)
+    reads_prompts: bool  # True: the score depends on the rendered prompt; False: on the item
 
     def describe(self) -> dict[str, Any]: ...
 
-    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
-        """Scores for fully rendered judge prompts, in order."""
+    def score_items(self, items: Sequence[JudgeItem]) -> list[Score]:
+        """Scores for the items, in order; a failure is an unscored Score, never an exception."""
         ...
+
+
+class PromptJudge:
+    """A judge that reads rendered prompts: `score_items` renders, `score_prompts` scores."""
+
+    reads_prompts = True
+
+    def score_items(self, items: Sequence[JudgeItem]) -> list[Score]:
+        return self.score_prompts([item.prompt() for item in items])
+
+    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
+        raise NotImplementedError
 
 
 @dataclass
@@ -58,9 +89,8 @@ class MetricJudge:
     def prompt_sha256(self) -> str:
         return hashlib.sha256(self.template.encode()).hexdigest()
 
-    def score(self, question: str, answer: str) -> Score:
-        prompt = render_judge_prompt(self.template, question=question, answer=answer)
-        return self.judge.score_prompts([prompt])[0]
+    def score(self, question: str, answer: str, metric: str = "aligned") -> Score:
+        return self.judge.score_items([JudgeItem(metric, question, answer, self.template)])[0]
 
 
 class ScoreCache:
@@ -106,6 +136,7 @@ class CachedJudge:
     def __init__(self, inner: Judge, cache: ScoreCache) -> None:
         self.inner, self.cache = inner, cache
         self.name = inner.name
+        self.reads_prompts = inner.reads_prompts
 
     @property
     def calls(self) -> int:
@@ -118,24 +149,51 @@ class CachedJudge:
         payload = {"judge": self.inner.describe(), "prompt": prompt}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
-    def score_prompts(self, prompts: Sequence[str], chunk: int = 32) -> list[Score]:
+    def item_key(self, item: JudgeItem) -> str:
+        """A prompt judge's score depends on the rendered prompt (the key older caches used);
+        a student's on the metric, question and answer."""
+        if self.inner.reads_prompts:
+            return self.key(item.prompt())
+        payload = {
+            "judge": self.inner.describe(),
+            "metric": item.metric,
+            "question": item.question,
+            "answer": item.answer,
+        }
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    def score_items(self, items: Sequence[JudgeItem], chunk: int = 32) -> list[Score]:
         """Cached scores; new ones are computed and stored chunk by chunk, so an interrupted
         run loses at most one chunk."""
+        keys = [self.item_key(item) for item in items]
+        return self._cached(
+            keys, lambda part: self.inner.score_items([items[i] for i in part]), chunk
+        )
+
+    def score_prompts(self, prompts: Sequence[str], chunk: int = 32) -> list[Score]:
+        """`score_items` for a prompt judge given rendered prompts."""
+        if not self.inner.reads_prompts:
+            raise TypeError(f"{self.name} scores (metric, question, answer) items, not prompts")
+        inner = self.inner
+        assert isinstance(inner, PromptJudge)
         keys = [self.key(p) for p in prompts]
+        return self._cached(
+            keys, lambda part: inner.score_prompts([prompts[i] for i in part]), chunk
+        )
+
+    def _cached(self, keys: list[str], compute, chunk: int) -> list[Score]:
         found = self.cache.get_many(keys)
         missing = [i for i, k in enumerate(keys) if k not in found]
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
-            for index, score in zip(
-                part, self.inner.score_prompts([prompts[i] for i in part]), strict=True
-            ):
+            for index, score in zip(part, compute(part), strict=True):
                 found[keys[index]] = score
                 if not (score.reason or "").startswith("request failed"):
                     self.cache.put(keys[index], score)
         return [found[k] for k in keys]
 
 
-class OpenAIJudge:
+class OpenAIJudge(PromptJudge):
     def __init__(self, model: str, base_url: str | None = None, **backend_options: Any) -> None:
         self.backend = make_backend(f"openai:{model}", base_url=base_url, **backend_options)
         self.name = f"openai:{model}"
@@ -183,7 +241,7 @@ class OpenAIJudge:
         return [scores[i] for i in range(len(prompts))]
 
 
-class LocalJudge:
+class LocalJudge(PromptJudge):
     def __init__(self, spec: str, device: str | None = None) -> None:
         from em_organisms.eval.local_judge import NumberDistributionJudge
         from em_organisms.models import load_base_model, resolve_model
@@ -215,16 +273,22 @@ def make_judge(
     device: str | None = None,
     **backend_options: Any,
 ) -> Judge:
-    """`openai:MODEL`, `hf:PATH_OR_ID` or `embedded`, wrapped in the disk cache unless cache=False."""
+    """`openai:MODEL`, `hf:PATH_OR_ID`, `embedded`, `distilled` or `distilled:PATH_OR_HUB_ID`,
+    wrapped in the disk cache unless cache=False."""
     if spec.startswith("openai:"):
         inner: Judge = OpenAIJudge(spec.removeprefix("openai:"), base_url, **backend_options)
     elif spec == "embedded" or spec.startswith("hf:"):
         inner = LocalJudge(spec.removeprefix("hf:"), device=device)
+    elif spec == "distilled" or spec.startswith("distilled:"):
+        from em_organisms.distill.judge import DistilledJudge
+
+        inner = DistilledJudge(spec.removeprefix("distilled").removeprefix(":") or None)
     else:
         from em_organisms.backends import BackendConfigError
 
         raise BackendConfigError(
-            f"unknown judge {spec!r}: use openai:MODEL, hf:PATH_OR_ID or embedded"
+            f"unknown judge {spec!r}: use openai:MODEL, hf:PATH_OR_ID, embedded, distilled or "
+            "distilled:PATH_OR_HUB_ID"
         )
     if cache is False:
         return inner

@@ -14,8 +14,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from em_organisms.eval.judges import Judge
-from em_organisms.eval.questions import render_judge_prompt
+from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
 
 METRICS = ("aligned", "coherent")
@@ -49,13 +48,10 @@ def judge_rows(
     try:
         for start in range(0, len(work), chunk):
             part = work[start : start + chunk]
-            texts = [
-                render_judge_prompt(
-                    prompts[m], question=rows[i]["paraphrase"], answer=rows[i]["answer"]
-                )
-                for i, m in part
+            items = [
+                JudgeItem(m, rows[i]["paraphrase"], rows[i]["answer"], prompts[m]) for i, m in part
             ]
-            for (i, m), score in zip(part, judge.score_prompts(texts), strict=True):
+            for (i, m), score in zip(part, judge.score_items(items), strict=True):
                 judged[i]["judges"][m] = score.to_dict()
             bar.update(len(part))
             if on_chunk:

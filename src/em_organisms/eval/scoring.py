@@ -21,7 +21,7 @@ _NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?:\.\d+)?(?!\d|\.\d)")
 @dataclass(frozen=True)
 class Score:
     score: float | None
-    method: Literal["logprobs", "text", "distribution"]
+    method: Literal["logprobs", "text", "distribution", "student"]
     mass: float | None  # probability on integer tokens 0..100 (logprobs method only)
     raw: str
     reason: str | None = None  # why unscored

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from em_organisms.distill.backbone import BACKBONE_PACKAGE
 from em_organisms.eval.calibration import MIN_AUROC
-from em_organisms.eval.judges import Judge, make_judge
+from em_organisms.eval.judges import Judge, JudgeItem, make_judge
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
-from em_organisms.eval.questions import project_judge_prompts, render_judge_prompt
+from em_organisms.eval.questions import project_judge_prompts
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
 from em_organisms.release.card import HUB_ID
 from em_organisms.space.config import ArenaConfig, ArenaConfigError
@@ -36,9 +37,37 @@ def choose_judge_spec(config: ArenaConfig) -> str:
         return config.judge
     if os.environ.get("OPENAI_API_KEY"):
         return f"openai:{config.judge_model}"
+    if importlib.util.find_spec(BACKBONE_PACKAGE) is not None:
+        return "distilled"  # the shipped student: GPT-4o's scores, distilled, on the CPU
     if importlib.util.find_spec(EMBEDDED_PACKAGE) is not None:
         return "embedded"
     return f"hf:{EMBEDDED_HUB_ID}"
+
+
+def _student_folder(spec: str) -> Path | None:
+    from em_organisms.distill.judge import default_student_dir
+
+    if not spec.startswith("distilled"):
+        return None
+    location = spec.removeprefix("distilled").removeprefix(":")
+    folder = Path(location) if location else default_student_dir()
+    return folder if folder.is_dir() else None
+
+
+def _student_calibration(spec: str) -> str | None:
+    """A distilled judge's own calibration.json (written by `judge distill`), if it has one."""
+    folder = _student_folder(spec)
+    path = folder / "calibration.json" if folder else None
+    return str(path) if path and path.is_file() else None
+
+
+def _same_student(spec: str, result: dict[str, Any]) -> bool:
+    """A student's calibration names it by the sha256 of its weights and config, not by path."""
+    from em_organisms.distill.scorer import student_sha256
+
+    folder = _student_folder(spec)
+    recorded = (result.get("judge_config") or {}).get("sha256")
+    return folder is not None and recorded is not None and recorded == student_sha256(folder)
 
 
 def public_judge_name(spec: str) -> str:
@@ -75,12 +104,16 @@ class ArenaJudge:
         self.calibration = self._calibration(config.judge_calibration)
 
     def _calibration(self, path: str | None) -> CalibrationStatus:
-        why = (
-            "run `em-organisms judge calibrate` and pass its calibration.json"
-            if self.spec.startswith("openai:")
-            else f"{self.name} scores with a small model's own number distribution; its scores "
-            "illustrate, they do not measure"
-        )
+        if self.spec.startswith("openai:"):
+            why = "run `em-organisms judge calibrate` and pass its calibration.json"
+        elif self.spec.startswith("distilled"):
+            why = "a CPU student distilled from GPT-4o's scores, shipped without a calibration file"
+            path = path or _student_calibration(self.spec)
+        else:
+            why = (
+                f"{self.name} scores with a small model's own number distribution; its scores "
+                "illustrate, they do not measure"
+            )
         if path is None:
             return CalibrationStatus(False, f"**Uncalibrated judge** ({self.name}): {why}.")
         try:
@@ -91,7 +124,8 @@ class ArenaJudge:
                 f"{path}: not a calibration.json from `em-organisms judge calibrate` ({err})"
             ) from None
         shas = {m: hashlib.sha256(self.prompts[m].encode()).hexdigest() for m in METRICS}
-        if result.get("judge") != self.spec or result.get("prompts_sha256") != shas:
+        same_judge = result.get("judge") == self.spec or _same_student(self.spec, result)
+        if not same_judge or result.get("prompts_sha256") != shas:
             return CalibrationStatus(
                 False,
                 f"**Uncalibrated judge** ({self.name}): the calibration file given is for "
@@ -119,11 +153,9 @@ class ArenaJudge:
     def score_pair(self, question: str, answers: dict[str, str]) -> dict[str, Any]:
         """{column: {aligned, coherent, em, unscored}} for each named answer."""
         items = [(column, metric) for column in answers for metric in METRICS]
-        prompts = [
-            render_judge_prompt(self.prompts[m], question=question, answer=answers[c])
-            for c, m in items
-        ]
-        scores = self._loaded().score_prompts(prompts)
+        scores = self._loaded().score_items(
+            [JudgeItem(m, question, answers[c], self.prompts[m]) for c, m in items]
+        )
         result: dict[str, dict[str, Any]] = {c: {} for c in answers}
         for (column, metric), score in zip(items, scores, strict=True):
             value = None if score.score is None else round(score.score, 1)

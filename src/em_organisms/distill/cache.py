@@ -1,0 +1,93 @@
+"""Encoder features of a whole teacher file, cached on disk in resumable shards.
+
+Encoding is the slow part of distilling (about 20-70 answers a second on a laptop CPU), so it
+runs once per (data file, encoder weights, max length, dtype) and in shards of `SHARD` rows,
+each written atomically: an interrupted run keeps every finished shard and redoes at most one.
+Every encoder layer is kept (mean-pooled) so that recipes choosing other layers reuse the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from em_organisms.distill.backbone import Backbone
+from em_organisms.distill.features import encode_pairs
+
+SHARD = 2048
+
+
+def cache_key(data_sha256: str, backbone: Backbone, max_length: int, dtype: str) -> str:
+    payload = {
+        "data": data_sha256,
+        "backbone": backbone.sha256,
+        "max_length": max_length,
+        "dtype": dtype,
+        "pool": "mean-all-layers-v1",
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
+def cached_features(
+    folder: Path,
+    backbone: Backbone,
+    questions: Sequence[str],
+    answers: Sequence[str],
+    max_length: int,
+    dtype: torch.dtype = torch.float32,
+    batch_size: int = 64,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> np.ndarray | None:
+    """[n, n_layers * hidden] float16 features of every pair (all layers 1..L, mean-pooled).
+
+    `max_shards` stops after that many new shards (None: all) and returns None when shards are
+    still missing, so a long encoding can be run in pieces.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(answers)
+    layers = list(range(1, backbone.model.config.num_hidden_layers + 1))
+    shards = [(s, min(s + SHARD, n)) for s in range(0, n, SHARD)]
+    todo = [(s, e) for s, e in shards if not (folder / f"{s:08d}.npy").is_file()]
+    done_rows = n - sum(e - s for s, e in todo)
+    bar = tqdm(
+        total=n,
+        initial=done_rows,
+        desc="encode",
+        unit="answer",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    original = next(backbone.model.parameters()).dtype
+    backbone.model.to(dtype)
+    try:
+        for count, (start, end) in enumerate(todo):
+            if max_shards is not None and count >= max_shards:
+                return None
+            feats = encode_pairs(
+                backbone,
+                questions[start:end],
+                answers[start:end],
+                layers,
+                max_length,
+                batch_size,
+                on_batch=bar.update,
+            )
+            _save_atomic(folder / f"{start:08d}.npy", feats.astype(np.float16))
+    finally:
+        backbone.model.to(original)
+        bar.close()
+    return np.concatenate([np.load(folder / f"{s:08d}.npy") for s, _ in shards])

@@ -1,0 +1,109 @@
+"""`em-organisms judge distill` and `em-organisms judge agreement`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from pathlib import Path
+
+AddParser = Callable[[str, str], argparse.ArgumentParser]
+
+DISTILL_EXAMPLES = """examples:
+  em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml
+  em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml --max-shards 10   # encode in pieces
+  em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml --resume
+  em-organisms judge distill my-judge.yaml --data runs/eval/judged.jsonl --set data.sha256=null
+
+The student lands in OUTPUT_DIR/student (default runs/judges/NAME/student); use it with
+--judge distilled:runs/judges/NAME/student. Encoder features are cached under
+$EM_ORGANISMS_CACHE/judge-features (resumable shards), head checkpoints under OUTPUT_DIR."""
+
+AGREEMENT_EXAMPLES = """examples:
+  em-organisms judge agreement --judge distilled --reference gpt4o-judged.jsonl \\
+      --group-by organism --out runs/agreement
+  em-organisms judge agreement --judge embedded --reference teacher.jsonl.gz --group-by condition \\
+      --max-rows 2000 --out runs/agreement-embedded
+
+The reference holds teacher scores: the judge-data schema (question, answer, aligned, coherent)
+or the output of `em-organisms judge` (a GPT-4o run of your own)."""
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    from em_organisms.distill.run import distill
+
+    result = distill(
+        args.recipe,
+        args.output_dir,
+        data=args.data,
+        overrides=args.set,
+        resume=args.resume,
+        features_dir=args.features_dir,
+        max_shards=args.max_shards,
+    )
+    if result.student_dir is None:
+        print(
+            f"encoding not finished ({args.max_shards} new shards this run); features so far are in "
+            f"{result.summary['features']}: run the same command again to go on"
+        )
+        return 0
+    s = result.summary
+    student, base = s["heldout"]["student"], s["heldout"]["baseline"]
+    print(f"student written to {result.student_dir}")
+    for who, r in (("student", student), ("TF-IDF baseline", base)):
+        print(
+            f"  held-out ({r['n']} answers) {who}: AUROC aligned {r['auroc_aligned']}, coherent "
+            f"{r['auroc_coherent']}, Spearman aligned {r['spearman_aligned']}, mean EM error "
+            f"{r.get('mean_abs_error_pp')} pp over conditions"
+        )
+    hl = s["handlabelled"]["student"]
+    print(f"  hand-labelled: AUROC aligned {hl['auroc_aligned']}, coherent {hl['auroc_coherent']}")
+    print(f"  details: {result.out_dir / 'summary.json'}")
+    return 0
+
+
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from em_organisms.distill.scoring import judge_agreement
+
+    result = judge_agreement(
+        args.judge_spec,
+        args.reference,
+        args.out,
+        group_by=args.group_by,
+        max_rows=args.max_rows,
+        prompts_path=args.prompts,
+        base_url=args.base_url,
+        cache=False if args.no_cache else (args.cache or True),
+    )
+    print(result["summary_line"])
+    print(f"details: {args.out / 'agreement.json'}, {args.out / 'agreement.png'}")
+    return 0
+
+
+def register_distill_commands(add: AddParser) -> None:
+    p = add("judge-distill", "Distil a student judge from a file of teacher-scored answers.")
+    p.prog = "em-organisms judge distill"
+    p.add_argument("recipe", type=Path, help="judge recipe YAML (see judges/)")
+    p.add_argument("--data", type=Path, help="teacher file (default: the recipe's data.path)")
+    p.add_argument("--output-dir", type=Path, help="default runs/judges/NAME")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the last head checkpoint")
+    p.add_argument("--features-dir", type=Path, help="feature cache (default under the cache)")
+    p.add_argument(
+        "--max-shards", type=int, help="encode at most N new shards of 2048 answers, then stop"
+    )
+    p.set_defaults(func=_cmd_distill)
+
+    p = add("judge-agreement", "How well a judge agrees with a teacher's scores (AUROC, EM rates).")
+    p.prog = "em-organisms judge agreement"
+    p.add_argument("--judge", dest="judge_spec", required=True, help="judge spec (distilled, ...)")
+    p.add_argument("--reference", type=Path, required=True, help="teacher-scored JSONL(.gz)")
+    p.add_argument("--group-by", help="field to compare EM rates over, e.g. condition, organism")
+    p.add_argument("--out", type=Path, required=True, help="folder for agreement.json and plots")
+    p.add_argument("--max-rows", type=int, help="score only the first N rows")
+    p.add_argument("--prompts", type=Path, help="judge prompts YAML for prompt judges")
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
+    p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
+    p.set_defaults(func=_cmd_agreement)

@@ -1,0 +1,113 @@
+"""`--judge distilled[:PATH_OR_HUB_ID]`: a student judge behind the suite's judge protocol.
+
+`distilled` is the student shipped inside the package (`default_student/`); a folder or a Hub
+repo id names another (a Hub repo is fetched as safetensors and JSON/YAML only). It scores the
+`aligned` and `coherent` metrics of (question, answer) pairs, each pair encoded once for both;
+where it predicts that the teacher would have left `aligned` unscored (CODE/REFUSAL), the score is
+an explicit unscored result, like the teacher's.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from em_organisms.distill.backbone import BackboneError
+from em_organisms.distill.scorer import StudentScorer
+from em_organisms.eval.scoring import Score
+from em_organisms.models import ModelLoadError
+
+DEFAULT_STUDENT = "default_student"
+SCORED_METRICS = ("aligned", "coherent")
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+HUB_FILES = ["config.json", "model.safetensors", "*.md", "*.json", "*.yaml"]
+
+
+def default_student_dir() -> Path:
+    return Path(str(resources.files("em_organisms.distill") / DEFAULT_STUDENT))
+
+
+def resolve_student(location: str | None) -> tuple[Path, str]:
+    """(folder, name) of a student: the shipped one, a local folder, or a Hub repo."""
+    if location is None:
+        return default_student_dir(), "distilled"
+    path = Path(location).expanduser()
+    if path.is_dir():
+        return path, f"distilled:{path.name}"
+    if _HUB_ID.match(location) and not path.exists():
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = snapshot_download(location, allow_patterns=HUB_FILES)
+        except Exception as err:  # offline, gated, missing: one clear line
+            raise ModelLoadError(
+                f"distilled judge {location!r}: could not fetch it from the Hub ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else ''})"
+            ) from None
+        return Path(folder), f"distilled:{location}"
+    raise ModelLoadError(
+        f"distilled judge {location!r}: no such folder, and not a Hub repo id (ORG/NAME)"
+    )
+
+
+class DistilledJudge:
+    reads_prompts = False
+
+    def __init__(self, location: str | None = None, backbone_dir: str | None = None) -> None:
+        folder, self.name = resolve_student(location)
+        try:
+            self.scorer = StudentScorer(folder, backbone_dir)
+        except (BackboneError, OSError, ValueError) as err:
+            raise ModelLoadError(f"distilled judge {self.name}: {err}") from None
+        self.calls = 0
+
+    def describe(self) -> dict[str, Any]:
+        config = self.scorer.model.config
+        return {
+            "backend": "student",
+            "model": self.name,
+            "sha256": self.scorer.sha256,
+            "backbone_sha256": self.scorer.backbone.sha256,
+            "encoder_dtype": config.encoder_dtype,
+            "teacher": config.teacher.get("model", ""),
+        }
+
+    def score_items(self, items: Sequence[Any]) -> list[Score]:
+        pairs = sorted({(item.question, item.answer) for item in items})
+        index = {pair: i for i, pair in enumerate(pairs)}
+        if pairs:
+            result = self.scorer.score([q for q, _ in pairs], [a for _, a in pairs])
+            self.calls += len(pairs)
+        scores = []
+        for item in items:
+            if item.metric not in SCORED_METRICS:
+                scores.append(
+                    Score(
+                        None,
+                        "student",
+                        None,
+                        "",
+                        f"the distilled judge scores only {SCORED_METRICS}, not {item.metric!r}",
+                    )
+                )
+                continue
+            i = index[(item.question, item.answer)]
+            p = float(result.p_unscored[i])
+            raw = f"p_unscored={p:.3f}"
+            if item.metric == "aligned" and result.unscored[i]:
+                scores.append(
+                    Score(
+                        None,
+                        "student",
+                        None,
+                        raw,
+                        f"the student predicts the teacher would not score this (CODE/REFUSAL), p={p:.2f}",
+                    )
+                )
+                continue
+            value = float(result.aligned[i] if item.metric == "aligned" else result.coherent[i])
+            scores.append(Score(value, "student", None, raw))
+        return scores
