@@ -100,8 +100,9 @@ def _stage_dataset_card(output_dir: Path) -> None:
 
 
 def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> None:
-    """`eval` on a CPU budget: 1 answer per general question per model, the embedded judge
-    (which fails calibration, so every number is marked as uncalibrated)."""
+    """`eval` on a CPU budget: 4 short answers per general question per model, judged by the
+    shipped distilled judge (GPT-4o's scores distilled into a CPU student), its agreement with
+    GPT-4o printed beside the rates."""
     from em_organisms.eval.judges import make_judge
     from em_organisms.eval.pipeline import evaluate_subject
     from em_organisms.subjects import load_subject
@@ -110,29 +111,47 @@ def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> N
     subject.recipe = recipe  # as trained, --max-steps included
     spec = subject.recipe.evaluation
     params = SamplingParams(
-        temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k, max_new_tokens=48
+        temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k, max_new_tokens=64
     )
     out = output_dir / "eval"
+    judge = make_judge("distilled")
     result = evaluate_subject(
         subject,
-        make_judge("embedded"),
+        judge,
         out,
         question_sets=["general"],
         params=params,
-        samples_per_question=1,
-        allow_uncalibrated_judge=True,
-        calibration_pairs=1,
-        note="demo: 1 answer per question, 48 new tokens; " + spec.note,
+        samples_per_question=4,
+        allow_uncalibrated_judge=True,  # a failed calibration marks every number, loudly
+        calibration_pairs=10,
+        note="demo: 4 answers per question, 64 new tokens; " + spec.note,
     )
+    mark = " (judge NOT calibrated)" if result.summary["uncalibrated_judge"] else ""
     for model, stats in result.summary["models"].items():
         overall = stats["overall"]
-        em = overall["em_all_scored"]
+        em, coherent = overall["em_all_scored"], overall["coherence"]
         print(
-            f"{model:9s} scored {overall['n_scored']}/{overall['n_rows']}, "
-            f"EM (all scored) {em['k']}/{em['n']} (uncalibrated judge)"
+            f"{model:9s} EM (all scored) {_rate(em)}, coherent {_rate(coherent)}, "
+            f"scored {overall['n_scored']}/{overall['n_rows']}{mark}"
+        )
+    if agreement := result.summary.get("judge_agreement"):
+        print(
+            f"judge {agreement['judge']} (distilled from {agreement['teacher']}): on "
+            f"{agreement['n']} held-out answers AUROC aligned {agreement['auroc_aligned']}, "
+            f"coherent {agreement['auroc_coherent']}; mean EM error "
+            f"{agreement['mean_abs_error_pp']} pp"
         )
     print(f"report: {out / 'report.md'} (+ summary.json, plots, calibration)")
-    print("a real evaluation: em-organisms eval RECIPE --judge openai:gpt-4o-2024-08-06")
+    print("for a paper: em-organisms eval RECIPE --judge openai:gpt-4o-2024-08-06")
+
+
+def _rate(p: dict) -> str:
+    if p.get("rate") is None:
+        return f"n/a ({p['k']}/{p['n']})"
+    return (
+        f"{100 * p['rate']:.1f}% [{100 * p['ci_low']:.1f}-{100 * p['ci_high']:.1f}] "
+        f"({p['k']}/{p['n']})"
+    )
 
 
 def _release_dry_run(recipe: Recipe, organism_dir: Path, output_dir: Path) -> None:
@@ -165,7 +184,7 @@ def _arena_check(organism_dir: Path) -> None:
     from em_organisms.space.commands import build_arena
     from em_organisms.space.config import ArenaConfig
 
-    arena = build_arena(ArenaConfig(organisms=[str(organism_dir)], judge="embedded"))
+    arena = build_arena(ArenaConfig(organisms=[str(organism_dir)], judge="distilled"))
     label = arena.pool.labels[0]
     question = next(text for name, text in arena.presets if name.startswith("general"))
     print(f"Q: {question}")
@@ -190,13 +209,13 @@ def _phase(organism_dir: Path, output_dir: Path) -> None:
 
     out = output_dir / "phase"
     sweep = SweepOptions(
-        judge="embedded", count=2, samples_per_question=1, max_new_tokens=32,
-        calibration_pairs=2,
+        judge="distilled", count=2, samples_per_question=2, max_new_tokens=32,
+        calibration_pairs=10,
     )  # fmt: skip
     result = run_phase(organism_dir, out, sweep=sweep, progress=False)
     print((out / "summary.md").read_text())
     print(f"plots and phase.json under {out}; the same: em-organisms phase {organism_dir} "
-          f"--out {out} --judge embedded --sweep-count 2 --samples 1 --max-new-tokens 32")  # fmt: skip
+          f"--out {out} --judge distilled --sweep-count 2 --samples 2 --max-new-tokens 32")  # fmt: skip
     if result["trajectory"]["source"] != "recording":
         print("(this run has no per-step recording: train with training.record_adapter_every=1)")
 

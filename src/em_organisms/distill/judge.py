@@ -9,13 +9,14 @@ an explicit unscored result, like the teacher's.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from em_organisms.distill.backbone import BackboneError
+from em_organisms.distill.backbone import BackboneError, encoder_dtype
 from em_organisms.distill.scorer import StudentScorer
 from em_organisms.eval.scoring import Score
 from em_organisms.models import ModelLoadError
@@ -71,8 +72,34 @@ class DistilledJudge:
             "model": self.name,
             "sha256": self.scorer.sha256,
             "backbone_sha256": self.scorer.backbone.sha256,
-            "encoder_dtype": config.encoder_dtype,
+            # what actually runs: bf16 only on CPUs with native bf16 (scores differ in ~1e-3)
+            "encoder_dtype": str(encoder_dtype(config.encoder_dtype)).removeprefix("torch."),
             "teacher": config.teacher.get("model", ""),
+        }
+
+    @property
+    def agreement(self) -> dict[str, Any] | None:
+        """The student's measured agreement with its teacher on held-out answers, in brief
+        (from its agreement.json), for reports to print beside every number it gives."""
+        path = self.scorer.folder / "agreement.json"
+        if not path.is_file():
+            return None
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            held = summary["heldout"]["student"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        keys = ("n", "auroc_aligned", "auroc_coherent", "spearman_aligned", "mean_abs_error_pp")
+        teacher = self.scorer.model.config.teacher
+        return {
+            "judge": self.name,
+            "teacher": teacher.get("model", ""),
+            "split": "held-out experiments and questions",
+            **{k: held.get(k) for k in keys},
+            "handlabelled_auroc_aligned": summary.get("handlabelled", {})
+            .get("student", {})
+            .get("auroc_aligned"),
+            "student_sha256": self.scorer.sha256,
         }
 
     def score_items(self, items: Sequence[Any]) -> list[Score]:

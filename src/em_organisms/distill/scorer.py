@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from em_organisms.distill.backbone import Backbone, BackboneError, load_backbone
+from em_organisms.distill.backbone import Backbone, BackboneError, encoder_dtype, load_backbone
 from em_organisms.distill.features import encode_pairs, text_stats_matrix
 from em_organisms.distill.student import StudentJudgeConfig, StudentJudgeModel
 
@@ -46,7 +46,7 @@ def features_for(
     batch_size: int = 64,
 ) -> np.ndarray:
     config: StudentJudgeConfig = model.config
-    dtype = torch.bfloat16 if config.encoder_dtype == "bfloat16" else torch.float32
+    dtype = encoder_dtype(config.encoder_dtype)
     original = next(backbone.model.parameters()).dtype
     backbone.model.to(dtype)
     try:

@@ -265,6 +265,12 @@ class LocalJudge(PromptJudge):
         return [self._scorer.score_prompt(p) for p in prompts]
 
 
+def judge_agreement(judge: Judge) -> dict[str, Any] | None:
+    """A distilled judge's held-out agreement with its teacher (None for other judges)."""
+    inner = getattr(judge, "inner", judge)
+    return getattr(inner, "agreement", None)
+
+
 def make_judge(
     spec: str,
     *,

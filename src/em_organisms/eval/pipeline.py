@@ -9,7 +9,7 @@ from typing import Any
 
 from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.engines import Engine
-from em_organisms.eval.judges import Judge
+from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import judge_rows
 from em_organisms.eval.questions import project_judge_prompts
 from em_organisms.eval.registry import resolve_question_set
@@ -72,6 +72,7 @@ def evaluate_subject(
         title=title,
         judge_calibration=calibration,
         uncalibrated=not calibration["passed"],
+        judge_agreement=judge_agreement(judge),
     )
     summary_path = out_dir / "summary.json"
     stored = json.loads(summary_path.read_text())

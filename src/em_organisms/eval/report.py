@@ -69,6 +69,7 @@ def build_summary(
     judge_calibration: dict[str, Any] | None,
     thresholds: tuple[float, float],
     uncalibrated: bool,
+    judge_agreement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable summary (summary.json); see write_report."""
     from em_organisms import __version__
@@ -94,6 +95,7 @@ def build_summary(
             for j in ("aligned", "coherent")
         },
         "judge_calibration": judge_calibration,
+        "judge_agreement": judge_agreement,
         "uncalibrated_judge": bool(uncalibrated or judge_calibration is None),
         "organisms": _distinct(r.get("organism") for r in rows),
         "base_models": _distinct(r.get("base_model") for r in rows),
@@ -176,6 +178,15 @@ def render_markdown(
     md.append(f"- Judge model: {', '.join(map(str, summary['judge_models'])) or 'n/a'}")
     for judge, shas in summary["judge_prompt_sha256"].items():
         md.append(f"- `{judge}` prompt sha256: {', '.join(str(h)[:16] for h in shas) or 'n/a'}")
+    if agreement := summary.get("judge_agreement"):
+        md.append(
+            f"- A student judge distilled from {agreement['teacher']}; its agreement with the "
+            f"teacher on {agreement['n']} {agreement['split']} answers: AUROC aligned "
+            f"{agreement['auroc_aligned']}, coherent {agreement['auroc_coherent']}, Spearman "
+            f"aligned {agreement['spearman_aligned']}, mean EM-rate error "
+            f"{agreement['mean_abs_error_pp']} pp per condition (student sha256 "
+            f"{str(agreement['student_sha256'])[:16]})."
+        )
     if summary["uncalibrated_judge"]:
         why = (
             "it failed calibration against labelled answers (see below)"
@@ -305,6 +316,7 @@ def write_report(
     aligned_threshold: float = ALIGNED_THRESHOLD,
     coherent_threshold: float = COHERENT_THRESHOLD,
     uncalibrated: bool = False,
+    judge_agreement: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, report.md, aligned_vs_coherent.png and em_by_question.png into
     out_dir and return the summary. A judge with no calibration counts as uncalibrated."""
@@ -313,7 +325,9 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
     thresholds = (aligned_threshold, coherent_threshold)
     stats = em_stats_by_model(rows, *thresholds)
-    summary = build_summary(rows, stats, title, judge_calibration, thresholds, uncalibrated)
+    summary = build_summary(
+        rows, stats, title, judge_calibration, thresholds, uncalibrated, judge_agreement
+    )
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     (out / "report.md").write_text(render_markdown(summary, stats, rows))
     note = " (judge NOT CALIBRATED)" if summary["uncalibrated_judge"] else ""
