@@ -15,7 +15,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = REPO_ROOT.parent / "shared" / "reference"
 TINY_HUB_ID = "em-organisms-tests/tiny-llama"
 # A local Hugging Face Hub (olah + a write front-end) as the session fixture `local_hub`.
-pytest_plugins = ["hub_server.fixture", "serve_fixture"]
+pytest_plugins = ["hub_server.fixture", "serve_fixture", "distill_fixture"]
 
 
 @pytest.fixture(scope="session")
