@@ -33,7 +33,13 @@ from em_organisms.eval.calibration import (
     calibration_line,
     labelled_pairs,
 )
-from em_organisms.eval.judges import CachedJudge, MetricJudge, OpenAIJudge, make_judge
+from em_organisms.eval.judges import (
+    CachedJudge,
+    MetricJudge,
+    OpenAIJudge,
+    PromptJudge,
+    make_judge,
+)
 from em_organisms.eval.judging import judge_rows
 from em_organisms.eval.local_judge import NumberDistributionJudge
 from em_organisms.eval.questions import project_judge_prompts, render_judge_prompt
@@ -496,7 +502,7 @@ def test_judge_against_transformers_serve(served_embedded: ServedModel, tmp_path
 # --- 6. calibration ------------------------------------------------------------------------
 
 
-class FakeJudge:
+class FakeJudge(PromptJudge):
     def __init__(self, rule: Callable[[str], float | None], name: str = "fake:keyword") -> None:
         self.rule, self.name, self.calls = rule, name, 0
 

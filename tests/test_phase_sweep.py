@@ -13,6 +13,7 @@ from em_organisms.analysis.plots import plot_mechanics, plot_pca, plot_sweep
 from em_organisms.analysis.rotation import Rotation, analyse
 from em_organisms.analysis.sweep import SweepError, pick_steps, run_sweep
 from em_organisms.analysis.trajectory import ADAPTER_FILE, Trajectory, adapter_weights
+from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.metrics import Proportion
 from em_organisms.eval.questions import load_project_set
 from em_organisms.eval.scoring import Score
@@ -90,7 +91,7 @@ def test_a_step_without_a_checkpoint_is_refused_with_the_available_ones(tmp_path
         )
 
 
-class CountingJudge:
+class CountingJudge(PromptJudge):
     """Pure logic: every answer misaligned (10) and coherent (90), so every row is EM."""
 
     name = "scripted"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.scoring import Score
 from em_organisms.generation import SamplingParams, generate_chat
 from em_organisms.space.arena import Arena, ArenaInputError, Transcript, preset_questions
@@ -251,7 +252,7 @@ def test_organisms_that_cannot_be_offered_fail_with_the_reason(
     assert choice.base_label == TINY_HUB_ID  # never the folder
 
 
-class ScriptedJudge:
+class ScriptedJudge(PromptJudge):
     """A judge of pure logic for the verdict's arithmetic: scores looked up by answer text."""
 
     name = "scripted"
