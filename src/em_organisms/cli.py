@@ -18,8 +18,10 @@ from em_organisms.distill.commands import (
 )
 from em_organisms.eval.commands import register_eval_commands
 from em_organisms.release.commands import (
+    RELEASE_JUDGE_EXAMPLES,
     RELEASE_SPACE_EXAMPLES,
     register_release_command,
+    register_release_judge_command,
     register_release_space_command,
 )
 from em_organisms.space.commands import SPACE_EXAMPLES, register_space_command
@@ -85,6 +87,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
   HF_TOKEN=... em-organisms release organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
       --repo-id my-org/qwen2.5-14b_risky-financial_r1-l24 --include-checkpoints""",
     "release-space": RELEASE_SPACE_EXAMPLES,
+    "release-judge": RELEASE_JUDGE_EXAMPLES,
     "space": SPACE_EXAMPLES,
     "phase": PHASE_EXAMPLES,
     "judge-distill": DISTILL_EXAMPLES,
@@ -170,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_distill_commands(add)
     register_release_command(add)
     register_release_space_command(add)
+    register_release_judge_command(add)
     register_space_command(add)
     register_phase_command(add)
 

@@ -343,6 +343,11 @@ def distill(
         yaml.safe_dump(recipe.model_dump(exclude={"release"}), sort_keys=False), encoding="utf-8"
     )
     (student_dir / "NOTICE.md").write_text(_notice(recipe, recipe_path), encoding="utf-8")
+    plot = out_dir / "heldout" / "agreement.png"
+    if plot.is_file():  # the card shows it
+        tmp = student_dir / "agreement.png.tmp"
+        tmp.write_bytes(plot.read_bytes())
+        os.replace(tmp, student_dir / "agreement.png")
     scorer = StudentScorer(student_dir, backbone_dir)
     hl_scores = scorer.score([q for q, _ in hl_pairs], [a for _, a in hl_pairs])
     hl_student = [

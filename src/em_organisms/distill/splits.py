@@ -10,6 +10,8 @@ training is dropped. The held-out groups are drawn with a seed unless the recipe
 
 from __future__ import annotations
 
+import hashlib
+
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -74,7 +76,10 @@ class Split:
             "n_test": len(self.test),
             "test_parts": {k: len(v) for k, v in self.test_parts.items()},
             "heldout_experiments": self.heldout_experiments,
-            "heldout_questions": self.heldout_questions,
+            # by sha256 of the question text: published reports carry no text of the data
+            "heldout_question_sha256": [
+                hashlib.sha256(q.encode()).hexdigest()[:16] for q in self.heldout_questions
+            ],
             "calibration_conditions": len(self.calibration_conditions),
             "dropped_shared_answers": self.dropped_shared_answers,
         }

@@ -201,3 +201,88 @@ def register_release_space_command(add: AddParser) -> None:
         "--public", action="store_true", help="create the Space public (default: private)"
     )
     p.set_defaults(func=_cmd_release_space)
+
+
+RELEASE_JUDGE_EXAMPLES = """examples:
+  em-organisms release-judge runs/judges/minilm-l6_gpt4o-em/student \\
+      --recipe judges/minilm-l6_gpt4o-em.yaml --dry-run
+  em-organisms release-judge runs/judges/minilm-l6_gpt4o-em/student \\
+      --recipe judges/minilm-l6_gpt4o-em.yaml --public
+  em-organisms release-judge runs/judges/my-judge/student --repo-id my-org/my-judge --license mit
+the token comes from HF_TOKEN or `hf auth login`; there is no token flag"""
+
+
+def _cmd_release_judge(args: argparse.Namespace) -> int:
+    from em_organisms.distill.recipe import load_judge_recipe
+    from em_organisms.release.judge import stage_judge
+    from em_organisms.release.push import push_release
+    from em_organisms.release.stage import ReleaseError
+
+    release: dict[str, str] = {}
+    recipe_sha = None
+    if args.recipe:
+        recipe = load_judge_recipe(args.recipe)
+        release, recipe_sha = recipe.release, recipe.sha256()
+    repo_id = args.repo_id or release.get("repo_id")
+    license_id = args.license or release.get("license")
+    where = f"{args.recipe}: no release.{{}} in the recipe" if args.recipe else "no --recipe"
+    if not repo_id:
+        raise ReleaseError(f"{where.format('repo_id')}; pass --repo-id")
+    if not license_id:
+        raise ReleaseError(f"{where.format('license')}; pass --license (e.g. apache-2.0)")
+    staging = args.staging_dir or Path("runs") / "staging" / "judges" / repo_id
+    staged = stage_judge(
+        args.student_dir,
+        staging,
+        repo_id=repo_id,
+        license_id=license_id,
+        recipe_sha256=recipe_sha,
+        private=not args.public,
+        allow_local_backbone=args.allow_local_backbone,
+    )
+    visibility = "private" if staged.private else "public"
+    print(f"{repo_id}: {visibility}, not gated; license {license_id}; staged in {staged.main}")
+    print("\n".join(staged.listing()))
+    if staged.left_out:
+        print("left out (not on the release allow-list): " + ", ".join(staged.left_out))
+    if staged.local_backbone:
+        print("the student reads a local encoder: the card says so, and users must pass it")
+    if args.dry_run:
+        print("dry run: nothing was pushed")
+        return 0
+    print("\n".join(push_release(staged).lines()))
+    return 0
+
+
+def register_release_judge_command(add: AddParser) -> None:
+    p = add(
+        "release-judge",
+        "Publish a distilled judge (`judge distill`'s student folder) with its rendered card: "
+        "only allow-listed files, private unless --public, and a rerun with nothing changed "
+        "makes no commit. The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    p.add_argument("student_dir", type=Path, help="the student folder (OUTPUT_DIR/student)")
+    p.add_argument(
+        "--recipe",
+        type=Path,
+        help="the judge recipe it was distilled from: its release.repo_id and release.license "
+        "are the defaults",
+    )
+    p.add_argument("--repo-id", metavar="ORG/NAME", help="default: the recipe's release.repo_id")
+    p.add_argument("--license", help="the student's license id (default: release.license)")
+    p.add_argument(
+        "--staging-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the repo is staged (default runs/staging/judges/ORG/NAME); an existing folder "
+        "is emptied only if an earlier release-judge made it",
+    )
+    p.add_argument("--dry-run", action="store_true", help="stage and list, push nothing")
+    p.add_argument("--public", action="store_true", help="create the repo public (default private)")
+    p.add_argument(
+        "--allow-local-backbone",
+        action="store_true",
+        help="release a student trained over a local encoder (tests, private use): it is named "
+        "by sha256 only and users pass its folder",
+    )
+    p.set_defaults(func=_cmd_release_judge)
