@@ -11,7 +11,6 @@ training is dropped. The held-out groups are drawn with a seed unless the recipe
 from __future__ import annotations
 
 import hashlib
-
 import random
 from collections import Counter
 from collections.abc import Sequence
