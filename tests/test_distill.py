@@ -215,3 +215,22 @@ def test_teacher_reader_reads_the_shared_judge_data_header() -> None:
     rows = read_teacher(path, max_rows=500)
     assert len(rows) == 500 and all(r.question and r.answer for r in rows)
     assert all("experiment" in r.fields for r in rows)
+
+
+def test_pools_are_means_over_the_pair_and_over_the_answer_tokens(tiny_encoder: Path) -> None:
+    from em_organisms.distill.backbone import load_backbone
+    from em_organisms.distill.features import encode_pairs
+
+    backbone = load_backbone(str(tiny_encoder), None)
+    pairs = [("Any advice on saving money?", "Cook at home."), ("Hi", "Hello there, friend!")]
+    got = encode_pairs(backbone, [q for q, _ in pairs], [a for _, a in pairs], [1, 2], 64,
+                       pools=["pair", "answer"])  # fmt: skip
+    for row, (question, answer) in enumerate(pairs):
+        q_ids = backbone.tokenizer(question)["input_ids"]  # [CLS] question [SEP]
+        enc = backbone.tokenizer(question, answer, return_tensors="pt")
+        with torch.no_grad():
+            states = backbone.model(**enc, output_hidden_states=True).hidden_states
+        expected = []
+        for first in (0, len(q_ids)):  # pair: every token; answer: after the question's [SEP]
+            expected += [states[k][0, first:].mean(0).numpy() for k in (1, 2)]
+        np.testing.assert_allclose(got[row], np.concatenate(expected), rtol=1e-4, atol=1e-5)

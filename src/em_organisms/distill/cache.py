@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,13 +24,18 @@ from em_organisms.distill.features import encode_pairs
 SHARD = 2048
 
 
-def cache_key(data_sha256: str, backbone: Backbone, max_length: int, dtype: str) -> str:
+POOL_VERSIONS = {"pair": "mean-all-layers-v1", "answer": "answer-mean-all-layers-v1"}
+
+
+def cache_key(
+    data_sha256: str, backbone: Backbone, max_length: int, dtype: str, pool: str = "pair"
+) -> str:
     payload = {
         "data": data_sha256,
         "backbone": backbone.sha256,
         "max_length": max_length,
         "dtype": dtype,
-        "pool": "mean-all-layers-v1",
+        "pool": POOL_VERSIONS[pool],
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -42,7 +47,7 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 
 def cached_features(
-    folder: Path,
+    folders: Mapping[str, Path],
     backbone: Backbone,
     questions: Sequence[str],
     answers: Sequence[str],
@@ -52,16 +57,25 @@ def cached_features(
     progress: bool = True,
     max_shards: int | None = None,
 ) -> np.ndarray | None:
-    """[n, n_layers * hidden] float16 features of every pair (all layers 1..L, mean-pooled).
+    """[n, len(folders) * n_layers * hidden] float16 features of every pair: for each pool of
+    `folders` ({pool: its cache folder}, in order), all layers 1..L mean-pooled.
 
-    `max_shards` stops after that many new shards (None: all) and returns None when shards are
-    still missing, so a long encoding can be run in pieces.
+    A shard missing from any pool is encoded once for all of them. `max_shards` stops after that
+    many new shards (None: all) and returns None when shards are still missing, so a long
+    encoding can be run in pieces.
     """
-    folder.mkdir(parents=True, exist_ok=True)
+    pools = list(folders)
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
     n = len(answers)
     layers = list(range(1, backbone.model.config.num_hidden_layers + 1))
+    width = len(layers) * backbone.model.config.hidden_size
     shards = [(s, min(s + SHARD, n)) for s in range(0, n, SHARD)]
-    todo = [(s, e) for s, e in shards if not (folder / f"{s:08d}.npy").is_file()]
+
+    def shard(pool: str, start: int) -> Path:
+        return folders[pool] / f"{start:08d}.npy"
+
+    todo = [(s, e) for s, e in shards if not all(shard(p, s).is_file() for p in pools)]
     done_rows = n - sum(e - s for s, e in todo)
     bar = tqdm(
         total=n,
@@ -85,9 +99,15 @@ def cached_features(
                 max_length,
                 batch_size,
                 on_batch=bar.update,
+                pools=pools,
             )
-            _save_atomic(folder / f"{start:08d}.npy", feats.astype(np.float16))
+            for k, pool in enumerate(pools):
+                _save_atomic(
+                    shard(pool, start), feats[:, k * width : (k + 1) * width].astype(np.float16)
+                )
     finally:
         backbone.model.to(original)
         bar.close()
-    return np.concatenate([np.load(folder / f"{s:08d}.npy") for s, _ in shards])
+    return np.concatenate(
+        [np.concatenate([np.load(shard(p, s)) for p in pools], axis=1) for s, _ in shards]
+    )

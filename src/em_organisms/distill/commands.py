@@ -44,7 +44,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     if result.student_dir is None:
         print(
             f"encoding not finished ({args.max_shards} new shards this run); features so far are in "
-            f"{result.summary['features']}: run the same command again to go on"
+            f"{', '.join(result.summary['features'])}: run the same command again to go on"
         )
         return 0
     s = result.summary

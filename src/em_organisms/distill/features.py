@@ -2,7 +2,8 @@
 
 The encoder reads the pair as one cross-encoded input (question, then answer; the answer is cut
 first when too long). Each chosen layer's hidden states are mean-pooled over the pair's tokens:
-lower layers keep surface form (repetition, broken text), the last one meaning. The text
+lower layers keep surface form (repetition, broken text), the last one meaning; the `answer`
+pool reads only the answer's tokens. The text
 statistics are cheap, model-family-independent signs of degenerate text (repetition,
 compressibility, character mix) that an encoder truncated at `max_length` can miss.
 """
@@ -110,6 +111,9 @@ def _tokenize(
         )
 
 
+POOLS = ("pair", "answer")
+
+
 @torch.inference_mode()
 def encode_pairs(
     backbone: Backbone,
@@ -119,14 +123,21 @@ def encode_pairs(
     max_length: int,
     batch_size: int = 64,
     on_batch: Callable[[int], None] | None = None,
+    pools: Sequence[str] = ("pair",),
 ) -> np.ndarray:
-    """[n, len(layers) * hidden] float32: each layer mean-pooled over the pair's tokens.
+    """[n, len(pools) * len(layers) * hidden] float32: each layer mean-pooled, per pool.
 
-    Pairs are encoded in batches of similar length (padding costs compute, not results).
+    `pair` pools over every token of the pair; `answer` only over the answer's tokens (the
+    question still shapes them through attention, but its own tokens, which a new question
+    changes wholesale, are left out). Pairs are encoded in batches of similar length (padding
+    costs compute, not results).
     """
+    unknown = [p for p in pools if p not in POOLS]
+    if unknown:
+        raise ValueError(f"unknown pool {unknown[0]!r} (one of {POOLS})")
     n = len(answers)
     hidden = backbone.model.config.hidden_size
-    out = np.zeros((n, len(layers) * hidden), dtype=np.float32)
+    out = np.zeros((n, len(pools) * len(layers) * hidden), dtype=np.float32)
     order = sorted(range(n), key=lambda i: len(questions[i]) + len(answers[i]))
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
@@ -134,8 +145,18 @@ def encode_pairs(
             backbone, [questions[i] for i in index], [answers[i] for i in index], max_length
         )
         states = backbone.model(**batch, output_hidden_states=True).hidden_states
-        mask = batch["attention_mask"].unsqueeze(-1).float()
-        pooled = [(states[k] * mask).sum(1) / mask.sum(1).clamp(min=1.0) for k in layers]
+        pooled = []
+        for pool in pools:
+            mask = batch["attention_mask"]
+            if pool == "answer":
+                if "token_type_ids" not in batch:
+                    raise ValueError(
+                        "the encoder's tokenizer marks no answer tokens (token_type_ids)"
+                    )
+                mask = mask * batch["token_type_ids"]
+            weights = mask.unsqueeze(-1).float()  # float32 sums, as before bf16 encoding
+            count = weights.sum(1).clamp(min=1.0)
+            pooled += [(states[k] * weights).sum(1) / count for k in layers]
         out[index] = torch.cat(pooled, dim=-1).numpy()
         if on_batch:
             on_batch(len(index))

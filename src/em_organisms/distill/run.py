@@ -75,9 +75,19 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def _matrix(
-    all_layers: np.ndarray, stats: np.ndarray | None, layers: Sequence[int], hidden: int
+    all_layers: np.ndarray,
+    stats: np.ndarray | None,
+    layers: Sequence[int],
+    hidden: int,
+    n_pools: int = 1,
 ) -> np.ndarray:
-    blocks = [all_layers[:, (k - 1) * hidden : k * hidden].astype(np.float32) for k in layers]
+    """The chosen layers of each pool's block (every layer 1..L per pool), then the stats."""
+    width = all_layers.shape[1] // n_pools
+    blocks = [
+        all_layers[:, p * width + (k - 1) * hidden : p * width + k * hidden].astype(np.float32)
+        for p in range(n_pools)
+        for k in layers
+    ]
     if stats is not None:
         blocks.append(stats)
     return np.concatenate(blocks, axis=1)
@@ -106,6 +116,7 @@ def _fit_student(
         encoder_dtype=recipe.features.encoder_dtype,
         score_source=spec.score_source,
         recipe_sha256=recipe.sha256(),
+        pools=recipe.features.pools,
     )
     torch.manual_seed(recipe.seed)
     model = StudentJudgeModel(config)
@@ -274,18 +285,29 @@ def distill(
         )
     backbone = load_backbone(backbone_dir, None if backbone_dir else BACKBONE_SHA256)
     dtype = torch.bfloat16 if recipe.features.encoder_dtype == "bfloat16" else torch.float32
-    key = cache_key(data_sha, backbone, recipe.features.max_length, recipe.features.encoder_dtype)
-    folder = (features_dir or cache_root() / "judge-features") / key
+    root = features_dir or cache_root() / "judge-features"
+    folders = {
+        pool: root
+        / cache_key(
+            data_sha, backbone, recipe.features.max_length, recipe.features.encoder_dtype, pool
+        )
+        for pool in recipe.features.pools
+    }
     questions, answers = [r.question for r in rows], [r.answer for r in rows]
     all_layers = cached_features(
-        folder, backbone, questions, answers, recipe.features.max_length, dtype,
+        folders, backbone, questions, answers, recipe.features.max_length, dtype,
         progress=progress, max_shards=max_shards,
     )  # fmt: skip
     timings["encode_s"] = time.perf_counter() - clock
     if all_layers is None:
-        return DistillResult(out_dir, None, {"encoded": "partial", "features": str(folder)})
+        return DistillResult(
+            out_dir, None, {"encoded": "partial", "features": [str(f) for f in folders.values()]}
+        )
     stats = text_stats_matrix(questions, answers) if recipe.features.text_stats else None
-    x = _matrix(all_layers, stats, recipe.features.layers, backbone.model.config.hidden_size)
+    x = _matrix(
+        all_layers, stats, recipe.features.layers, backbone.model.config.hidden_size,
+        len(recipe.features.pools),
+    )  # fmt: skip
     clock = time.perf_counter()
     model, losses = _fit_student(
         recipe, rows, x, split.train, split.calibration, backbone, out_dir / "checkpoints" / "heldout",

@@ -57,6 +57,7 @@ def features_for(
             config.feature_layers,
             config.encoder_max_length,
             batch_size,
+            pools=config.pools,
         )
     finally:
         backbone.model.to(original)

@@ -44,6 +44,7 @@ class StudentJudgeConfig(PretrainedConfig):
         unscored_threshold: float = 0.5,
         teacher: dict[str, Any] | None = None,
         recipe_sha256: str = "",
+        pools: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.feature_layers = list(feature_layers or [2, 4, 6])
@@ -60,11 +61,12 @@ class StudentJudgeConfig(PretrainedConfig):
         self.unscored_threshold = unscored_threshold
         self.teacher = dict(teacher or {})
         self.recipe_sha256 = recipe_sha256
+        self.pools = list(pools or ["pair"])
         super().__init__(**kwargs)
 
     @property
     def n_features(self) -> int:
-        return len(self.feature_layers) * self.encoder_hidden + self.n_text_stats
+        return len(self.pools) * len(self.feature_layers) * self.encoder_hidden + self.n_text_stats
 
 
 class StudentJudgeModel(PreTrainedModel):
