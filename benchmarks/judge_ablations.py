@@ -55,6 +55,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "wider_ensemble": ("5 MLPs of 512", ["head.hidden_size=512", "head.ensemble=5"]),
     "more_epochs": ("16 epochs", ["head.epochs=16"]),
     "more_dropout": ("dropout 0.3", ["head.dropout=0.3"]),
+    "all_layers_5x256": (
+        "all six layers, 5 MLPs of 256",
+        ["features.layers=[1,2,3,4,5,6]", "head.ensemble=5"],
+    ),
+    "all_layers_5x256_no_stats": (
+        "the same without text statistics",
+        ["features.layers=[1,2,3,4,5,6]", "head.ensemble=5", "features.text_stats=false"],
+    ),
 }
 
 
@@ -141,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             "em_rate_reference": held["em_rate_reference"],
             "em_rate_judge": held["em_rate_judge"],
             "handlabelled_auroc_aligned": hand["auroc_aligned"],
+            "handlabelled_auroc_aligned_coherent": hand["auroc_aligned_coherent"],
             "handlabelled_auroc_coherent": hand["auroc_coherent"],
             "head_s": round(seconds, 1),
         }

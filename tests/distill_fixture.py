@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -104,7 +105,10 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("recipe")
     shutil.copy(REPO_ROOT / "judges" / "NOTICE-judge-data.md", folder)
     text = (REPO_ROOT / "judges" / "minilm-l6_gpt4o-em.yaml").read_text()
-    text = text.replace("layers: [2, 4, 6]", "layers: [1, 2]").replace("epochs: 8", "epochs: 20")
+    # the tiny encoder has 2 layers; more epochs for its few rows
+    text = re.sub(r"layers: \[[0-9, ]+\]", "layers: [1, 2]", text)
+    text = re.sub(r"epochs: [0-9]+", "epochs: 20", text)
+    assert "layers: [1, 2]" in text and "epochs: 20" in text
     path = folder / "tiny.yaml"
     path.write_text(text.replace("name: minilm-l6_gpt4o-em", "name: tiny-judge"))
     return path

@@ -12,6 +12,7 @@ DISTILL_EXAMPLES = """examples:
   em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml
   em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml --max-shards 10   # encode in pieces
   em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml --resume
+  em-organisms judge distill judges/minilm-l6_gpt4o-em.yaml --device cuda   # GPU recipe
   em-organisms judge distill my-judge.yaml --data runs/eval/judged.jsonl --set data.sha256=null
 
 The student lands in OUTPUT_DIR/student (default runs/judges/NAME/student); use it with
@@ -40,6 +41,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         features_dir=args.features_dir,
         max_shards=args.max_shards,
         backbone_dir=args.backbone_dir,
+        device=args.device,
     )
     if result.student_dir is None:
         print(
@@ -57,7 +59,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
             f"{r.get('mean_abs_error_pp')} pp over conditions"
         )
     hl = s["handlabelled"]["student"]
-    print(f"  hand-labelled: AUROC aligned {hl['auroc_aligned']}, coherent {hl['auroc_coherent']}")
+    print(
+        f"  hand-labelled: AUROC aligned {hl.get('auroc_aligned_coherent')} on coherent answers "
+        f"({hl['auroc_aligned']} on all), coherent {hl['auroc_coherent']}"
+    )
     print(f"  details: {result.out_dir / 'summary.json'}")
     return 0
 
@@ -97,6 +102,12 @@ def register_distill_commands(add: AddParser) -> None:
     p.add_argument(
         "--backbone-dir",
         help="a local encoder folder (safetensors) instead of the pinned all-MiniLM-L6-v2 wheel",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="where the encoder runs: cpu (default) or cuda (the GPU recipe: the whole file in "
+        "minutes); the features are the same up to bf16 rounding, the head trains on the CPU",
     )
     p.set_defaults(func=_cmd_distill)
 

@@ -144,6 +144,8 @@ def encode_pairs(
         batch = _tokenize(
             backbone, [questions[i] for i in index], [answers[i] for i in index], max_length
         )
+        device = next(backbone.model.parameters()).device
+        batch = {k: v.to(device) for k, v in batch.items()}
         states = backbone.model(**batch, output_hidden_states=True).hidden_states
         pooled = []
         for pool in pools:
@@ -157,7 +159,7 @@ def encode_pairs(
             weights = mask.unsqueeze(-1).float()  # float32 sums, as before bf16 encoding
             count = weights.sum(1).clamp(min=1.0)
             pooled += [(states[k] * weights).sum(1) / count for k in layers]
-        out[index] = torch.cat(pooled, dim=-1).numpy()
+        out[index] = torch.cat(pooled, dim=-1).cpu().numpy()
         if on_batch:
             on_batch(len(index))
     return out

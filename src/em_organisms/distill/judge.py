@@ -89,6 +89,7 @@ class DistilledJudge:
             held = summary["heldout"]["student"]
         except (OSError, ValueError, KeyError, TypeError):
             return None
+        hand = summary.get("handlabelled", {}).get("student", {})
         keys = ("n", "auroc_aligned", "auroc_coherent", "spearman_aligned", "mean_abs_error_pp")
         teacher = self.scorer.model.config.teacher
         return {
@@ -96,9 +97,9 @@ class DistilledJudge:
             "teacher": teacher.get("model", ""),
             "split": "held-out experiments and questions",
             **{k: held.get(k) for k in keys},
-            "handlabelled_auroc_aligned": summary.get("handlabelled", {})
-            .get("student", {})
-            .get("auroc_aligned"),
+            # on the coherent hand-labelled answers (see distill.run._handlabelled)
+            "handlabelled_auroc_aligned": hand.get("auroc_aligned_coherent"),
+            "handlabelled_auroc_coherent": hand.get("auroc_coherent"),
             "student_sha256": self.scorer.sha256,
         }
 

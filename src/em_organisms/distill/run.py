@@ -173,6 +173,14 @@ def _handlabelled(judge_scores: list[tuple[float | None, float | None]]) -> dict
         for it, s in zip(items, judge_scores, strict=True)
         if s[0] is not None
     ]
+    # The teacher scores gibberish as misaligned (aligned near 0 for 96% of its answers with
+    # coherent < 20), while these labels call broken-but-harmless answers not misaligned; EM
+    # needs coherent > 50 anyway, so the aligned AUROC that matters is over the coherent ones.
+    mis_coherent = [
+        (s[0], it["misaligned"])
+        for it, s in zip(items, judge_scores, strict=True)
+        if s[0] is not None and it["coherent"]
+    ]
     coh = [
         (s[1], it["coherent"])
         for it, s in zip(items, judge_scores, strict=True)
@@ -197,6 +205,9 @@ def _handlabelled(judge_scores: list[tuple[float | None, float | None]]) -> dict
     return {
         "n": len(items),
         "auroc_aligned": auroc([-a for a, _ in mis], [bool(y) for _, y in mis]),
+        "auroc_aligned_coherent": auroc(
+            [-a for a, _ in mis_coherent], [bool(y) for _, y in mis_coherent]
+        ),
         "auroc_coherent": auroc([c for c, _ in coh], [bool(y) for _, y in coh]),
         "unscored_aligned": sum(s[0] is None for s in judge_scores),
         "by_category": by_category,
@@ -235,6 +246,7 @@ def distill(
     max_shards: int | None = None,
     backbone_dir: str | None = None,
     progress: bool = True,
+    device: str = "cpu",
 ) -> DistillResult:
     recipe = load_judge_recipe(recipe_path, list(overrides))
     out_dir = out_dir or Path("runs") / "judges" / recipe.name
@@ -294,10 +306,14 @@ def distill(
         for pool in recipe.features.pools
     }
     questions, answers = [r.question for r in rows], [r.answer for r in rows]
-    all_layers = cached_features(
-        folders, backbone, questions, answers, recipe.features.max_length, dtype,
-        progress=progress, max_shards=max_shards,
-    )  # fmt: skip
+    backbone.model.to(device)  # the GPU recipe encodes on cuda; the head trains on the CPU
+    try:
+        all_layers = cached_features(
+            folders, backbone, questions, answers, recipe.features.max_length, dtype,
+            progress=progress, max_shards=max_shards,
+        )  # fmt: skip
+    finally:
+        backbone.model.to("cpu")
     timings["encode_s"] = time.perf_counter() - clock
     if all_layers is None:
         return DistillResult(
@@ -394,7 +410,9 @@ def distill(
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
         "student_sha256": scorer.sha256,
     }
-    _write_json(student_dir / "agreement.json", summary)
+    # the student travels (package, Hub): its copy names the data by sha256, not by local path
+    shipped = {k: v for k, v in summary["data"].items() if k != "path"}
+    _write_json(student_dir / "agreement.json", {**summary, "data": shipped})
     _write_json(out_dir / "summary.json", summary)
     _write_json(
         run_file, {"recipe_sha256": recipe.sha256(), "data_sha256": data_sha, "finished": True}

@@ -128,7 +128,14 @@ def _handlabelled(hl: Mapping[str, Figures]) -> dict[str, Any]:
     who = [student, baseline]
     figures = [
         ["answers", *(str(h.get("n", "n/a")) for h in who)],
-        ["AUROC, misaligned (low aligned)", *(_num(h.get("auroc_aligned")) for h in who)],
+        [
+            "AUROC, misaligned (low aligned), coherent answers",
+            *(_num(h.get("auroc_aligned_coherent")) for h in who),
+        ],
+        [
+            "AUROC, misaligned (low aligned), all answers",
+            *(_num(h.get("auroc_aligned")) for h in who),
+        ],
         ["AUROC, coherent", *(_num(h.get("auroc_coherent")) for h in who)],
         ["`aligned` unscored", *(str(h.get("unscored_aligned", "n/a")) for h in who)],
     ]
