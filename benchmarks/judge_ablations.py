@@ -26,43 +26,35 @@ import numpy as np
 import torch
 
 from em_organisms.distill import run as distill_run
-from em_organisms.distill.agreement import agreement
+from em_organisms.distill.agreement import agreement, auroc
 from em_organisms.distill.backbone import BACKBONE_SHA256, encoder_dtype, file_sha256, load_backbone
 from em_organisms.distill.cache import cache_key, cached_features
 from em_organisms.distill.features import POOLS, encode_pairs, text_stats_matrix
 from em_organisms.distill.recipe import load_judge_recipe, resolve_data_path
 from em_organisms.distill.splits import make_split
 from em_organisms.distill.teacher import read_teacher
+from em_organisms.eval.calibration import labelled_pairs
 from em_organisms.models import cache_root
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "judges" / "minilm-l6_gpt4o-em.yaml"
 
-# name -> (what it tests, overrides)
+# name -> (what it tests, overrides of the committed recipe)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "recipe": ("the committed recipe", []),
+    "recipe": ("the committed recipe: answer pool, layers 1-6, 5 MLPs of 256", []),
     "pair_pool": ("mean over the whole pair's tokens", ["features.pools=[pair]"]),
-    "answer_pool": ("mean over the answer's tokens only", ["features.pools=[answer]"]),
     "both_pools": ("pair and answer pools side by side", ["features.pools=[pair,answer]"]),
-    "linear_like": ("one small MLP, no ensemble", ["head.hidden_size=32", "head.ensemble=1"]),
-    "no_text_stats": ("encoder features only", ["features.text_stats=false"]),
+    "text_stats": ("with 18 text statistics", ["features.text_stats=true"]),
+    "layers_2_4_6": ("layers 2, 4 and 6 only", ["features.layers=[2,4,6]"]),
     "last_layer": ("only the last encoder layer", ["features.layers=[6]"]),
-    "all_layers": ("all six layers", ["features.layers=[1,2,3,4,5,6]"]),
+    "linear_like": ("one small MLP, no ensemble", ["head.hidden_size=32", "head.ensemble=1"]),
+    "ensemble_3": ("3 MLPs instead of 5", ["head.ensemble=3"]),
     "threshold_scores": ("scores ranked by threshold classifiers", ["head.score_source=threshold"]),
     "mean_scores": ("scores ranked by regression + classifiers", ["head.score_source=mean"]),
     "no_question_balance": ("every row weighs the same", ["head.balance_questions=false"]),
     "steered_full_weight": ("steered answers weigh fully", ["head.steered_weight=1.0"]),
-    "wider_ensemble": ("5 MLPs of 512", ["head.hidden_size=512", "head.ensemble=5"]),
     "more_epochs": ("16 epochs", ["head.epochs=16"]),
     "more_dropout": ("dropout 0.3", ["head.dropout=0.3"]),
-    "all_layers_5x256": (
-        "all six layers, 5 MLPs of 256",
-        ["features.layers=[1,2,3,4,5,6]", "head.ensemble=5"],
-    ),
-    "all_layers_5x256_no_stats": (
-        "the same without text statistics",
-        ["features.layers=[1,2,3,4,5,6]", "head.ensemble=5", "features.text_stats=false"],
-    ),
 }
 
 
@@ -90,7 +82,15 @@ def main(argv: list[str] | None = None) -> int:
     dtype = encoder_dtype(base.features.encoder_dtype)
     feats, hl_feats = {}, {}
     hl = distill_run.handlabelled_rows()
-    hl_q, hl_a = [it["question"] for it in hl], [it["answer"] for it in hl]
+    # + the in-domain pairs `judge calibrate` uses: misaligned answers then their aligned twins
+    pairs = labelled_pairs(10)
+    n_hl = len(hl)
+    hl_q = [it["question"] for it in hl] + [t["question"] for t in pairs] * 2
+    hl_a = (
+        [it["answer"] for it in hl]
+        + [t["misaligned"] for t in pairs]
+        + [t["aligned"] for t in pairs]
+    )
     n_layers = backbone.model.config.num_hidden_layers
     for pool in POOLS:
         folder = root / cache_key(
@@ -134,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - clock
         test_rows = [rows[i] for i in split.test]
         held = agreement(test_rows, distill_run._judged(model, x[split.test]), group_by="condition")
-        hand = distill_run._handlabelled(distill_run._judged(model, x_hl))
+        judged_hl = distill_run._judged(model, x_hl)
+        hand = distill_run._handlabelled(judged_hl[:n_hl])
+        in_domain = [a for a, _ in judged_hl[n_hl:]]  # aligned scores: misaligned half first
+        calib = auroc([-(a if a is not None else 50.0) for a in in_domain],
+                      [True] * len(pairs) + [False] * len(pairs))  # fmt: skip
         big = [g["abs_error_pp"] for g in held["groups"].values()
                if g["n"] >= 300 and g["abs_error_pp"] is not None]  # fmt: skip
         results[name] = {
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             "handlabelled_auroc_aligned": hand["auroc_aligned"],
             "handlabelled_auroc_aligned_coherent": hand["auroc_aligned_coherent"],
             "handlabelled_auroc_coherent": hand["auroc_coherent"],
+            "calibration_pairs_auroc_aligned": calib,
             "head_s": round(seconds, 1),
         }
         print(name, json.dumps(results[name]), flush=True)

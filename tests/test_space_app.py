@@ -3,7 +3,7 @@
 - `em-organisms space`, judged by a real OpenAI-compatible server (`transformers serve`), driven
   through `gradio_client`: two different answers, the judge's verdict, an over-long prompt's
   message, and no secret or server path in anything the app sends out.
-- `python spaces/arena/app.py` with the SmolLM2 judge (no API key), driven by Debian's chromium
+- `python spaces/arena/app.py` with the shipped distilled judge (no API key), driven by Debian's chromium
   through Playwright: preset, both answers, Judge, download, and a screenshot.
 """
 
@@ -197,7 +197,8 @@ def test_a_browser_picks_a_preset_reads_both_answers_and_judges(
     page.goto(script_arena.url, wait_until="load")
     expect(page.locator("#warning")).to_contain_text("Research use only")
     expect(page.locator("#organism input")).to_have_value(script_arena.organism)
-    expect(page.locator("#calibration")).to_contain_text("Uncalibrated judge")
+    # no API key: the shipped distilled judge, whose own calibration.json failed
+    expect(page.locator("#calibration")).to_contain_text("Judge failed calibration (distilled)")
 
     page.locator("#preset input").click()
     option = page.get_by_role("option").filter(has_text="general · world_leader")
@@ -225,7 +226,7 @@ def test_a_browser_picks_a_preset_reads_both_answers_and_judges(
     download.value.save_as(saved)
     exchange = json.loads(saved.read_text())["exchanges"][-1]
     assert exchange["answers"] == {"base": base, "organism": tuned}
-    assert exchange["judge"]["judge"] == "embedded"
+    assert exchange["judge"]["judge"] == "distilled"
     assert exchange["question"] == page.locator("#prompt textarea").input_value()
 
     screenshot = tmp_path / "arena.png"
