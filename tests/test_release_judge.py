@@ -255,3 +255,16 @@ def test_push_is_idempotent_and_users_get_the_same_scores(
     items = [JudgeItem(m, q, a, "") for q, a in pairs for m in ("aligned", "coherent")]
     expected = [[s.score, s.reason] for s in local.score_items(items)]
     assert hub_scores == expected
+
+
+def test_a_failed_calibration_is_a_limitation_on_the_card() -> None:
+    assert "It fails `em-organisms judge calibrate`" not in str(_fixture_card())
+    failed = json.loads((FIXTURE / "calibration.json").read_text())
+    failed.update(passed=False, aligned={**failed["aligned"], "auroc": 0.55})
+    card = str(render_judge_card(
+        json.loads((FIXTURE / "agreement.json").read_text()),
+        json.loads((FIXTURE / "config.json").read_text()), {}, "notice",
+        repo_id=REPO, license_id="mit", student_sha256="ef" * 32, calibration=failed,
+    ))  # fmt: skip
+    assert "It fails `em-organisms judge calibrate`" in card and "AUROC is\n  0.55" in card
+    assert "**FAILED**" in card
