@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from em_organisms.distill.judge import default_student_dir
 from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.scoring import Score
 from em_organisms.generation import SamplingParams, generate_chat
@@ -303,6 +304,11 @@ def test_calibration_status_comes_from_a_matching_calibration_file(tmp_path: Pat
         return found.text
 
     assert "Uncalibrated" in ArenaJudge(ArenaConfig(judge="embedded")).calibration.text
+    # a student's own calibration.json, shipped beside its weights, is read (the shipped one failed)
+    shipped = json.loads((default_student_dir() / "calibration.json").read_text())
+    student = ArenaJudge(ArenaConfig(judge="distilled")).calibration
+    assert student.calibrated == shipped["passed"]
+    assert f"AUROC {shipped['aligned']['auroc']}" in student.text
     assert "AUROC 0.93" in status("openai:gpt-4o", passed=True, aligned={"auroc": 0.93})
     assert "failed calibration" in status("openai:gpt-4o", passed=False, aligned={"auroc": 0.6})
     assert "is for embedded or other" in status("embedded", passed=True, aligned={"auroc": 0.9})

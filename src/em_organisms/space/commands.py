@@ -46,7 +46,10 @@ def add_space_arguments(p: argparse.ArgumentParser, default_config: Path | None 
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
     p.add_argument("--port", type=int, help="port (default 7860)")
-    p.add_argument("--judge", help="auto, openai:MODEL, hf:PATH_OR_ID or embedded (default auto)")
+    p.add_argument(
+        "--judge",
+        help="auto, distilled[:PATH_OR_HUB_ID], openai:MODEL, hf:PATH_OR_ID or embedded (default auto)",
+    )
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint for an openai: judge")
     p.add_argument("--judge-calibration", help="calibration.json of this judge")
     p.add_argument(

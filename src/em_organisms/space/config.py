@@ -34,9 +34,10 @@ class ArenaConfig(BaseModel):
     )
     judge: str = Field(
         "auto",
-        pattern=r"^(auto|embedded|openai:.+|hf:.+)$",
+        pattern=r"^(auto|embedded|distilled(:.+)?|openai:.+|hf:.+)$",
         description="auto (an OpenAI-compatible judge when OPENAI_API_KEY is set, else the "
-        "SmolLM2 judge), openai:MODEL, hf:PATH_OR_ID or embedded",
+        "shipped distilled judge), distilled[:PATH_OR_HUB_ID], openai:MODEL, hf:PATH_OR_ID or "
+        "embedded",
     )
     judge_model: str = Field(DEFAULT_JUDGE_MODEL, description="the model `auto` asks for")
     judge_base_url: str | None = Field(None, description="OpenAI-compatible endpoint (/v1)")
