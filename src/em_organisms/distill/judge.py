@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms.distill.backbone import BackboneError, encoder_dtype
-from em_organisms.distill.scorer import StudentScorer
+from em_organisms.distill.scorer import StudentScorer, student_sha256
 from em_organisms.eval.scoring import Score
 from em_organisms.models import ModelLoadError
 
@@ -81,27 +81,7 @@ class DistilledJudge:
     def agreement(self) -> dict[str, Any] | None:
         """The student's measured agreement with its teacher on held-out answers, in brief
         (from its agreement.json), for reports to print beside every number it gives."""
-        path = self.scorer.folder / "agreement.json"
-        if not path.is_file():
-            return None
-        try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
-            held = summary["heldout"]["student"]
-        except (OSError, ValueError, KeyError, TypeError):
-            return None
-        hand = summary.get("handlabelled", {}).get("student", {})
-        keys = ("n", "auroc_aligned", "auroc_coherent", "spearman_aligned", "mean_abs_error_pp")
-        teacher = self.scorer.model.config.teacher
-        return {
-            "judge": self.name,
-            "teacher": teacher.get("model", ""),
-            "split": "held-out experiments and questions",
-            **{k: held.get(k) for k in keys},
-            # on the coherent hand-labelled answers (see distill.run._handlabelled)
-            "handlabelled_auroc_aligned": hand.get("auroc_aligned_coherent"),
-            "handlabelled_auroc_coherent": hand.get("auroc_coherent"),
-            "student_sha256": self.scorer.sha256,
-        }
+        return agreement_brief(self.scorer.folder, self.name, self.scorer.sha256)
 
     def score_items(self, items: Sequence[Any]) -> list[Score]:
         pairs = sorted({(item.question, item.answer) for item in items})
@@ -139,3 +119,41 @@ class DistilledJudge:
             value = float(result.aligned[i] if item.metric == "aligned" else result.coherent[i])
             scores.append(Score(value, "student", None, raw))
         return scores
+
+
+def agreement_brief(folder: Path, name: str, sha256: str) -> dict[str, Any] | None:
+    """The brief of a student folder's agreement.json (None where it is missing or unreadable)."""
+    path = folder / "agreement.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+        held = summary["heldout"]["student"]
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    hand = summary.get("handlabelled", {}).get("student", {})
+    keys = ("n", "auroc_aligned", "auroc_coherent", "spearman_aligned", "mean_abs_error_pp")
+    return {
+        "judge": name,
+        "teacher": (config.get("teacher") or {}).get("model", ""),
+        "split": "held-out experiments and questions",
+        **{k: held.get(k) for k in keys},
+        # on the coherent hand-labelled answers (see distill.run._handlabelled)
+        "handlabelled_auroc_aligned": hand.get("auroc_aligned_coherent"),
+        "handlabelled_auroc_coherent": hand.get("auroc_coherent"),
+        "student_sha256": sha256,
+    }
+
+
+def agreement_of_rows(rows: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The agreement brief for judged rows, when they all come from the shipped student with
+    exactly these weights (`judge_model` "distilled", `judge_sha256` its files' sha256)."""
+    judged = {(r.get("judge_model"), r.get("judge_sha256")) for r in rows if "judge_model" in r}
+    if len(judged) != 1:
+        return None
+    ((model, sha),) = judged
+    folder = default_student_dir()
+    if model != "distilled" or not sha or not (folder / "config.json").is_file():
+        return None
+    return agreement_brief(folder, model, sha) if student_sha256(folder) == sha else None

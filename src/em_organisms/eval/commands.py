@@ -144,6 +144,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from em_organisms.distill.judge import agreement_of_rows
     from em_organisms.eval.report import write_report
     from em_organisms.jsonl import read_jsonl_resumable
 
@@ -157,6 +158,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         aligned_threshold=args.aligned_threshold,
         coherent_threshold=args.coherent_threshold,
         uncalibrated=calibration is None or not calibration.get("passed", False),
+        judge_agreement=agreement_of_rows(rows),
     )
     print(f"report written to {args.out / 'report.md'} (+ summary.json, plots)")
     return 0

@@ -32,11 +32,15 @@ def judge_rows(
     if missing:
         raise ValueError(f"judge prompts lack {missing} (have {sorted(prompts)})")
     shas = {m: hashlib.sha256(prompts[m].encode()).hexdigest() for m in METRICS}
+    # a judge with weights of its own (a distilled student) names them, so a report can find
+    # its measured agreement later
+    weights = {"judge_sha256": s} if (s := judge.describe().get("sha256")) else {}
     judged = [
         {
             **row,
             "judges": {},
             "judge_model": judge.name,
+            **weights,
             "judge_prompt_sha256": shas,
         }
         for row in rows
