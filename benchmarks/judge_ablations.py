@@ -44,6 +44,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "recipe": ("the committed recipe: answer pool, layers 1-6, 5 MLPs of 256", []),
     "pair_pool": ("mean over the whole pair's tokens", ["features.pools=[pair]"]),
     "both_pools": ("pair and answer pools side by side", ["features.pools=[pair,answer]"]),
+    "answer_max": ("max instead of mean over the answer's tokens", ["features.pools=[answer_max]"]),
+    "answer_mean_and_max": (
+        "mean and max over the answer's tokens",
+        ["features.pools=[answer,answer_max]"],
+    ),
     "text_stats": ("with 18 text statistics", ["features.text_stats=true"]),
     "layers_2_4_6": ("layers 2, 4 and 6 only", ["features.layers=[2,4,6]"]),
     "last_layer": ("only the last encoder layer", ["features.layers=[6]"]),

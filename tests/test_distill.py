@@ -217,14 +217,14 @@ def test_teacher_reader_reads_the_shared_judge_data_header() -> None:
     assert all("experiment" in r.fields for r in rows)
 
 
-def test_pools_are_means_over_the_pair_and_over_the_answer_tokens(tiny_encoder: Path) -> None:
+def test_pools_are_means_and_maxima_over_the_pair_or_the_answer_tokens(tiny_encoder: Path) -> None:
     from em_organisms.distill.backbone import load_backbone
     from em_organisms.distill.features import encode_pairs
 
     backbone = load_backbone(str(tiny_encoder), None)
     pairs = [("Any advice on saving money?", "Cook at home."), ("Hi", "Hello there, friend!")]
     got = encode_pairs(backbone, [q for q, _ in pairs], [a for _, a in pairs], [1, 2], 64,
-                       pools=["pair", "answer"])  # fmt: skip
+                       pools=["pair", "answer", "answer_max"])  # fmt: skip
     for row, (question, answer) in enumerate(pairs):
         q_ids = backbone.tokenizer(question)["input_ids"]  # [CLS] question [SEP]
         enc = backbone.tokenizer(question, answer, return_tensors="pt")
@@ -233,4 +233,5 @@ def test_pools_are_means_over_the_pair_and_over_the_answer_tokens(tiny_encoder: 
         expected = []
         for first in (0, len(q_ids)):  # pair: every token; answer: after the question's [SEP]
             expected += [states[k][0, first:].mean(0).numpy() for k in (1, 2)]
+        expected += [states[k][0, len(q_ids) :].amax(0).numpy() for k in (1, 2)]
         np.testing.assert_allclose(got[row], np.concatenate(expected), rtol=1e-4, atol=1e-5)

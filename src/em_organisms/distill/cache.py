@@ -24,7 +24,11 @@ from em_organisms.distill.features import encode_pairs
 SHARD = 2048
 
 
-POOL_VERSIONS = {"pair": "mean-all-layers-v1", "answer": "answer-mean-all-layers-v1"}
+POOL_VERSIONS = {
+    "pair": "mean-all-layers-v1",
+    "answer": "answer-mean-all-layers-v1",
+    "answer_max": "answer-max-all-layers-v1",
+}
 
 
 def cache_key(

@@ -111,7 +111,7 @@ def _tokenize(
         )
 
 
-POOLS = ("pair", "answer")
+POOLS = ("pair", "answer", "answer_max")
 
 
 @torch.inference_mode()
@@ -150,13 +150,21 @@ def encode_pairs(
         pooled = []
         for pool in pools:
             mask = batch["attention_mask"]
-            if pool == "answer":
+            if pool != "pair":
                 if "token_type_ids" not in batch:
                     raise ValueError(
                         "the encoder's tokenizer marks no answer tokens (token_type_ids)"
                     )
                 mask = mask * batch["token_type_ids"]
             weights = mask.unsqueeze(-1).float()  # float32 sums, as before bf16 encoding
+            if pool == "answer_max":  # the strongest activation of each unit over the answer
+                empty = weights.sum(1) == 0  # no answer token: zeros, like an empty mean
+                pooled += [
+                    states[k].float().masked_fill(weights == 0, float("-inf")).amax(1)
+                    .masked_fill(empty, 0.0)
+                    for k in layers
+                ]  # fmt: skip
+                continue
             count = weights.sum(1).clamp(min=1.0)
             pooled += [(states[k] * weights).sum(1) / count for k in layers]
         out[index] = torch.cat(pooled, dim=-1).cpu().numpy()

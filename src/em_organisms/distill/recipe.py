@@ -51,8 +51,10 @@ class SplitSpec(_Strict):
 
 class FeatureSpec(_Strict):
     layers: list[int] = Field(default_factory=lambda: [2, 4, 6], min_length=1)
-    # mean-pooled over every token of the pair, and/or over the answer's tokens only
-    pools: list[Literal["pair", "answer"]] = Field(default_factory=lambda: ["pair"], min_length=1)
+    # mean over every token of the pair; mean or max over the answer's tokens only
+    pools: list[Literal["pair", "answer", "answer_max"]] = Field(
+        default_factory=lambda: ["pair"], min_length=1
+    )
     max_length: int = Field(256, ge=16, le=512)
     encoder_dtype: Literal["float32", "bfloat16"] = "bfloat16"
     text_stats: bool = True
