@@ -68,3 +68,26 @@ def test_several_adapters_are_stacked_after_de_meaning_each() -> None:
 def test_the_gradient_norm_peak_ignores_missing_values() -> None:
     assert peak_step([1, 2, 3, 4], [0.5, None, 2.0, float("nan")]) == 3
     assert peak_step([1], [None]) is None
+
+
+def test_the_summary_names_a_distilled_judges_agreement_beside_the_sweep() -> None:
+    from em_organisms.analysis.phase import summary_markdown
+
+    agreement = {"teacher": "gpt-4o", "n": 100, "split": "held-out experiments and questions",
+                 "auroc_aligned": 0.92, "auroc_coherent": 0.93, "mean_abs_error_pp": 1.9}  # fmt: skip
+    cell = {"step": 5, "scale": 1.0, "em_all_scored": {"rate": 0.25, "k": 1, "n": 4}}
+    result = {
+        "trajectory": {"source": "recording", "records": 10, "steps": [0, 9], "every": 1,
+                       "modules": ["m"], "set_aside_steps": []},
+        "rotation_step": None, "primary": "m", "min_local_cosine": 0.9, "threshold": 0.5,
+        "ks": [1], "candidate_step": None, "grad_norm_peak_step": None, "plots": [],
+        "sweep": {"calibration": {"passed": False, "aligned_auroc": 0.55}, "judge": "distilled",
+                  "scales": [1.0], "steps": [5], "cells": [cell], "samples_per_question": 1,
+                  "question_sets": ["general"], "generation": {}, "judge_agreement": agreement},
+    }  # fmt: skip
+    text = summary_markdown(result)
+    assert "judge distilled, UNCALIBRATED (aligned AUROC 0.55)" in text
+    assert "distilled from gpt-4o: on 100 held-out experiments and questions answers, AUROC " \
+        "aligned 0.92, coherent 0.93, mean EM-rate error 1.9 pp" in text  # fmt: skip
+    result["sweep"]["judge_agreement"] = None
+    assert "distilled from" not in summary_markdown(result)

@@ -150,6 +150,7 @@ def test_the_sweep_samples_and_judges_every_step_and_scale_on_one_base(
         assert cell["n_rows"] == cell["n_scored"] == questions
         assert cell["em_all_scored"]["rate"] == 1.0 and cell["em_coherent_only"]["rate"] == 1.0
     assert result["judge"] == "scripted" and result["generation"] == params.to_dict()
+    assert result["judge_agreement"] is None  # only a distilled judge has one
     assert judge.calls == 6 * questions * 2
 
     # The shared model now holds the last step's adapter, not the first one's it was loaded with.

@@ -219,5 +219,12 @@ def summary_markdown(result: dict[str, Any]) -> str:
             f"{sweep['samples_per_question']} samples per question of "
             f"{', '.join(sweep['question_sets'])}; sampling {sweep['generation']}."
         )
+        if agreement := sweep.get("judge_agreement"):
+            lines.append(
+                f"The judge is distilled from {agreement['teacher']}: on {agreement['n']} "
+                f"{agreement['split']} answers, AUROC aligned {agreement['auroc_aligned']}, "
+                f"coherent {agreement['auroc_coherent']}, mean EM-rate error "
+                f"{agreement['mean_abs_error_pp']} pp per condition."
+            )
     lines += ["", "Plots: " + ", ".join(f"`{p}`" for p in result["plots"]), ""]
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 
 from em_organisms.adapters import Organism, load_organism
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
-from em_organisms.eval.judges import Judge
+from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import METRICS, judge_file
 from em_organisms.eval.metrics import em_stats
 from em_organisms.eval.questions import load_project_set, project_judge_prompts
@@ -167,5 +167,6 @@ def run_sweep(
         "samples_per_question": samples_per_question,
         "generation": params.to_dict(),
         "judge": judge.name,
+        "judge_agreement": judge_agreement(judge),  # a distilled judge's, else None
         "cells": cells,
     }
