@@ -128,3 +128,34 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
     trajectory = load_run(interrupted)
     assert trajectory.source == "recording" and trajectory.steps == steps
     assert trajectory.b_vectors("model.layers.2.mlp.down_proj").shape == (STEPS + 1, 128 * 2)
+
+
+def test_the_merge_removes_a_part_cut_off_by_a_kill_and_leaves_foreign_files(
+    tmp_path: Path,
+) -> None:
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+
+    from em_organisms.train.recorder import TRAJECTORY_DIR, TRAJECTORY_FILE, AdapterRecorder
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.proj = torch.nn.Linear(4, 4)
+
+    for foreign in (False, True):
+        out = tmp_path / f"run-{foreign}"
+        model = get_peft_model(Tiny(), LoraConfig(r=1, target_modules=["proj"]))
+        recorder = AdapterRecorder(model, out)
+        recorder._record(0)
+        recorder._flush()
+        folder = out / TRAJECTORY_DIR
+        (folder / "part-000001-000002.tmp").write_bytes(b"cut off")  # a kill mid-write
+        if foreign:
+            (folder / "notes.txt").write_text("mine")
+        recorder._merge([])
+        assert load_file(out / TRAJECTORY_FILE)["steps"].tolist() == [0]
+        if foreign:
+            assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+        else:
+            assert not folder.exists()

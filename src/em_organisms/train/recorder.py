@@ -12,6 +12,7 @@ where the step logged none).
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 TRAJECTORY_DIR = "adapter_trajectory"
 TRAJECTORY_FILE = "adapter_trajectory.safetensors"
+logger = logging.getLogger(__name__)
 PART = re.compile(r"^part-(\d{6})-(\d{6})\.safetensors$")
 FORMAT = "em-organisms adapter trajectory v1"
 
@@ -144,7 +146,14 @@ class AdapterRecorder(TrainerCallback):
         self._write(tensors, self.folder.parent / TRAJECTORY_FILE)
         for part in self.folder.glob("part-*.safetensors"):
             part.unlink()
-        self.folder.rmdir()
+        # A run killed mid-write leaves a part's .tmp behind (see _write): ours, so it goes too.
+        for leftover in self.folder.glob("part-*.tmp"):
+            if PART.match(leftover.with_suffix(".safetensors").name):
+                leftover.unlink()
+        if any(self.folder.iterdir()):  # files that are not ours: left where they are
+            logger.warning("%s holds files the recorder did not write; left in place", self.folder)
+        else:
+            self.folder.rmdir()
 
 
 def read_trajectory(run_dir: Path) -> tuple[list[int], dict[str, torch.Tensor]]:
