@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from em_organisms.distill import run as distill_run
-from em_organisms.distill.agreement import agreement, auroc
+from em_organisms.distill.agreement import agreement, auroc, write_atomic
 from em_organisms.distill.backbone import BACKBONE_SHA256, encoder_dtype, file_sha256, load_backbone
 from em_organisms.distill.cache import cache_key, cached_features
 from em_organisms.distill.features import POOLS, encode_pairs, text_stats_matrix
@@ -175,9 +175,7 @@ def main(argv: list[str] | None = None) -> int:
             "variants": results,
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp_out = args.out.with_name(args.out.name + ".tmp")
-        tmp_out.write_text(json.dumps(payload, indent=2) + "\n")
-        os.replace(tmp_out, args.out)
+        write_atomic(args.out, (json.dumps(payload, indent=2) + "\n").encode())
     return 0
 
 

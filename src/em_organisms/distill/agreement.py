@@ -247,7 +247,8 @@ def reliability_bins(
     return out
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """The whole file or, after a crash, the old one: written beside it, then renamed."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, path)
@@ -339,8 +340,8 @@ def write_agreement(
         "markdown": out_dir / "confusion.md",
         "plot": out_dir / "agreement.png",
     }
-    _write_atomic(paths["json"], (json.dumps(result, indent=2) + "\n").encode())
-    _write_atomic(paths["markdown"], confusion_markdown(result, title).encode())
+    write_atomic(paths["json"], (json.dumps(result, indent=2) + "\n").encode())
+    write_atomic(paths["markdown"], confusion_markdown(result, title).encode())
     _plot(result, reference, judged, paths["plot"], title)
     return paths
 

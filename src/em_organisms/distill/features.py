@@ -139,12 +139,12 @@ def encode_pairs(
     hidden = backbone.model.config.hidden_size
     out = np.zeros((n, len(pools) * len(layers) * hidden), dtype=np.float32)
     order = sorted(range(n), key=lambda i: len(questions[i]) + len(answers[i]))
+    device = next(backbone.model.parameters()).device
     for start in range(0, n, batch_size):
         index = order[start : start + batch_size]
         batch = _tokenize(
             backbone, [questions[i] for i in index], [answers[i] for i in index], max_length
         )
-        device = next(backbone.model.parameters()).device
         batch = {k: v.to(device) for k, v in batch.items()}
         states = backbone.model(**batch, output_hidden_states=True).hidden_states
         pooled = []

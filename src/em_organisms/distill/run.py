@@ -9,7 +9,6 @@ on the easier condition-grouped split, and on the project's hand-labelled answer
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from em_organisms.distill.agreement import agreement, auroc, write_agreement
+from em_organisms.distill.agreement import agreement, auroc, write_agreement, write_atomic
 from em_organisms.distill.backbone import (
     BACKBONE_HUB_ID,
     BACKBONE_LICENSE,
@@ -69,9 +68,7 @@ def handlabelled_rows() -> list[dict[str, Any]]:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _matrix(
@@ -383,9 +380,7 @@ def distill(
     (student_dir / "NOTICE.md").write_text(_notice(recipe, recipe_path), encoding="utf-8")
     plot = out_dir / "heldout" / "agreement.png"
     if plot.is_file():  # the card shows it
-        tmp = student_dir / "agreement.png.tmp"
-        tmp.write_bytes(plot.read_bytes())
-        os.replace(tmp, student_dir / "agreement.png")
+        write_atomic(student_dir / "agreement.png", plot.read_bytes())
     scorer = StudentScorer(student_dir, backbone_dir)
     hl_scores = scorer.score([q for q, _ in hl_pairs], [a for _, a in hl_pairs])
     hl_student = [

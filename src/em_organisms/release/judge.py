@@ -17,20 +17,21 @@ release's (`push_release`): one commit, and none when the repo already holds the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from em_organisms import __version__
+from em_organisms.distill.judge import default_student_dir
+from em_organisms.distill.scorer import STUDENT_FILES, student_sha256
 from em_organisms.release.card import HUB_ID
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.judge_card import public_backbone, render_judge_card
+from em_organisms.release.safety import clear_staging_dir
 from em_organisms.release.stage import ReleaseError, StagedRelease, check_publishable
 
 REQUIRED = ("config.json", "model.safetensors", "NOTICE.md", "judge_recipe.yaml", "agreement.json")
@@ -45,44 +46,19 @@ class StagedJudge(StagedRelease):
     local_backbone: bool = False  # trained over a local encoder, named by sha256 only
 
 
-def student_files_sha256(config: bytes, weights: Path) -> str:
-    """= distill.scorer.student_sha256 of a folder holding these config.json and weights."""
-    digest = hashlib.sha256(config)
-    digest.update(weights.read_bytes())
-    return digest.hexdigest()
-
-
 def _shipped_sha256() -> str | None:
-    folder = resources.files("em_organisms.distill") / "default_student"
-    config, weights = folder / "config.json", folder / "model.safetensors"
-    if not (config.is_file() and weights.is_file()):
+    folder = default_student_dir()
+    if not all((folder / name).is_file() for name in STUDENT_FILES):
         return None
-    return student_files_sha256(config.read_bytes(), Path(str(weights)))
+    return student_sha256(folder)
 
 
 def prepare_staging_dir(staging: Path, about: dict[str, Any], protect: Path) -> None:
-    """Make STAGING a fresh, empty folder of ours. An existing one is emptied only if it
-    carries STAGING_MARKER (ours from an earlier run) or is empty; anything else is refused.
-    PROTECT (the student) may not be inside it, nor it inside PROTECT."""
-    if staging.is_symlink():
-        raise ReleaseError(f"{staging}: a symbolic link; choose another --staging-dir")
-    s, p = staging.resolve(), protect.resolve()
-    if s == p or p in s.parents or s in p.parents:
-        raise ReleaseError(
-            f"{staging}: the staging folder must be outside the student folder {protect}"
-        )
-    marker = s / STAGING_MARKER
-    if s.exists():
-        ours = marker.is_file() and not marker.is_symlink()
-        if not s.is_dir() or (any(s.iterdir()) and not ours):
-            raise ReleaseError(
-                f"{staging}: exists and was not made by em-organisms (no {STAGING_MARKER}); "
-                "refusing to empty it: choose another --staging-dir"
-            )
-        if ours:
-            shutil.rmtree(s)
-    s.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"made_by": "em-organisms release-judge", **about}) + "\n")
+    """Make STAGING a fresh, empty folder of ours (see `clear_staging_dir`: an existing one is
+    emptied only if an earlier release-judge made it) and mark it so with STAGING_MARKER."""
+    folder = clear_staging_dir(staging, protect, "student folder", STAGING_MARKER, ReleaseError)
+    marker = {"made_by": "em-organisms release-judge", **about}
+    (folder / STAGING_MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def _student_files(student: Path) -> tuple[dict[str, Path], list[str]]:
@@ -142,7 +118,7 @@ def stage_judge(
     if config.get("model_type") != STUDENT_MODEL_TYPE:
         raise ReleaseError(f"{files['config.json']}: not a distilled judge's config")
     recipe = load_judge_recipe(files["judge_recipe.yaml"])
-    sha = student_files_sha256(config_bytes, files["model.safetensors"])
+    sha = student_sha256(student)
     for what, value in (("its recipe", recipe.sha256()), ("agreement.json", summary.get("recipe_sha256")),
                         ("--recipe", recipe_sha256)):  # fmt: skip
         if value is not None and value != config.get("recipe_sha256"):
@@ -185,7 +161,7 @@ def stage_judge(
         if name in files:
             shutil.copyfile(files[name], main / name)
     calibration = files.get("calibration.json")
-    released_sha = student_files_sha256(config_bytes, main / "model.safetensors")
+    released_sha = student_sha256(main)  # its config.json may name the backbone differently
     card = render_judge_card(
         clean,
         config,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
@@ -32,3 +33,30 @@ def local_markers() -> list[str]:
     repo_root = Path(__file__).resolve().parents[3]
     folders = (str(Path.home()), str(repo_root), os.getcwd(), "/tmp")
     return sorted({f"{f.rstrip('/')}/" for f in folders if f.rstrip("/")})
+
+
+def clear_staging_dir(
+    staging: Path, source: Path, what: str, ours: str, error: type[Exception]
+) -> Path:
+    """Make STAGING a fresh, empty folder (created if needed) and return it resolved.
+
+    Refused with ERROR: a symbolic link; a folder inside SOURCE (the WHAT being published) or
+    holding it; an existing non-empty folder without OURS, the plain file that a staging made
+    by em-organisms leaves in it. Only such a folder of ours is emptied, never anyone else's.
+    """
+    if staging.is_symlink():
+        raise error(f"{staging}: a symbolic link; choose another --staging-dir")
+    s, src = staging.resolve(), source.resolve()
+    if s == src or src in s.parents or s in src.parents:
+        raise error(f"{staging}: the staging folder must be outside the {what} {source}")
+    if s.exists():
+        mark = s / ours
+        made_by_us = mark.is_file() and not mark.is_symlink()
+        if not s.is_dir() or (any(s.iterdir()) and not made_by_us):
+            raise error(
+                f"{staging}: exists and is not a staging folder made by this command (no {ours}: "
+                "not made by em-organisms); refusing to empty it: choose another --staging-dir"
+            )
+        shutil.rmtree(s)
+    s.mkdir(parents=True)
+    return s

@@ -43,7 +43,7 @@ from em_organisms.release import (
 )
 from em_organisms.release.card import HUB_ID
 from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
-from em_organisms.release.safety import secret_values
+from em_organisms.release.safety import clear_staging_dir, secret_values
 from em_organisms.release.space_package import PACKAGE, arena_config_problems, package_files
 
 if TYPE_CHECKING:
@@ -342,21 +342,6 @@ def select_files(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
     return sorted(keep), sorted(left_out)
 
 
-def _clear_staging_dir(staging: Path, source: Path) -> None:
-    """Empty STAGING (created if needed), refusing a folder this command did not make."""
-    s, src = staging.resolve(), source.resolve()
-    if s == src or src in s.parents or s in src.parents:
-        raise SpaceError(f"{staging}: the staging folder must be outside the Space folder {source}")
-    if s.exists():
-        if not s.is_dir() or (any(s.iterdir()) and not (s / MANIFEST).is_file()):
-            raise SpaceError(
-                f"{staging}: exists and is not a staging folder made by this command (no "
-                f"{MANIFEST}); refusing to empty it: choose another --staging-dir"
-            )
-        shutil.rmtree(s)
-    s.mkdir(parents=True)
-
-
 def stage_space(
     source: str | Path, staging: str | Path, card: SpaceCard, about: dict[str, Any]
 ) -> StagedSpace:
@@ -394,7 +379,7 @@ def stage_space(
     ]
     if problems:
         raise SpaceError("refusing to stage the Space:\n" + "\n".join(problems))
-    _clear_staging_dir(staging, source)
+    clear_staging_dir(staging, source, "Space folder", MANIFEST, SpaceError)
     for name, path in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, staging / name)
