@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from em_organisms.distill import run as distill_run
-from em_organisms.distill.agreement import agreement, auroc, write_atomic
+from em_organisms.distill.agreement import agreement, auroc
 from em_organisms.distill.backbone import BACKBONE_SHA256, encoder_dtype, file_sha256, load_backbone
 from em_organisms.distill.cache import cache_key, cached_features
 from em_organisms.distill.features import POOLS, encode_pairs, text_stats_matrix
@@ -34,6 +34,7 @@ from em_organisms.distill.recipe import load_judge_recipe, resolve_data_path
 from em_organisms.distill.splits import make_split
 from em_organisms.distill.teacher import read_teacher
 from em_organisms.eval.calibration import labelled_pairs
+from em_organisms.jsonl import write_atomic
 from em_organisms.models import cache_root
 
 REPO = Path(__file__).resolve().parents[1]

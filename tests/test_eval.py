@@ -69,9 +69,13 @@ def test_rows_state_every_parameter_and_batches_span_questions(
             "temperature": 1.0,
             "top_p": 0.9,
             "top_k": 0,
+            "min_p": 0.0,
+            "repetition_penalty": 1.0,
             "max_new_tokens": 6,
             "seed": 3,
+            "generation_config": "explicit",
         }
+        assert row["question_set_sha256"] == load_project_set("general").sha256
         assert row["engine"] == "transformers"
         assert (
             row["organism"] == "tiny-test" and row["base_model"] == "em-organisms-tests/tiny-llama"
@@ -116,12 +120,25 @@ def test_eval_refuses_an_uncalibrated_judge_then_marks_every_number(
     assert main([*base, *flags, "--out", str(out), "--allow-uncalibrated-judge"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["uncalibrated_judge"] is True
-    assert summary["evaluation"]["sampling"]["temperature"] == 0.8  # the recipe's choice
+    plan = summary["evaluation"]
+    assert plan["sampling"]["temperature"] == 0.8  # the recipe's choice, recorded as a change
+    assert plan["protocol"] == "project" and plan["as_published"] is False
+    assert plan["overrides"]["temperature"] == {"protocol": 1.0, "value": 0.8, "by": "recipe"}
+    assert plan["overrides"]["samples_per_question"]["value"] == 2
+    assert "question_sets" not in plan["overrides"]  # general is the protocol's own
+    assert plan["questions"] == [
+        {"name": "general", "sha256": load_project_set("general").sha256, "n_questions": 8}
+    ]
     assert set(summary["models"]) == {"base", "organism"}
     report = (out / "report.md").read_text()
     assert "NOT CALIBRATED: it failed calibration" in report and "tiny test organism" in report
+    assert (
+        "protocol: `project` v1" in report and "temperature 0.8 instead of 1.0 (recipe)" in report
+    )
     for plot in ("aligned_vs_coherent.png", "em_by_question.png", "calibration_histograms.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     judged = [json.loads(x) for x in (out / "judged.jsonl").read_text().splitlines()]
     assert len(judged) == 2 * 8 * 2
     assert all(set(r["judges"]) == {"aligned", "coherent"} for r in judged)
+    record = {"name": "project", "version": 1, "sha256": plan["protocol_sha256"]}
+    assert all(r["protocol"] == {**record, "as_published": False} for r in judged)

@@ -15,9 +15,9 @@ from em_organisms.analysis.sweep import SweepError, pick_steps, run_sweep
 from em_organisms.analysis.trajectory import ADAPTER_FILE, Trajectory, adapter_weights
 from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.metrics import Proportion
+from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.questions import load_project_set
 from em_organisms.eval.scoring import Score
-from em_organisms.generation import SamplingParams
 from em_organisms.jsonl import read_jsonl_resumable
 
 from conftest import build_lora_organism
@@ -86,9 +86,12 @@ def test_pick_steps_spreads_evenly_and_keeps_both_ends() -> None:
 def test_a_step_without_a_checkpoint_is_refused_with_the_available_ones(tmp_path: Path) -> None:
     trajectory = Trajectory("checkpoints", [5, 10, 15], {}, {5: tmp_path, 15: tmp_path})
     with pytest.raises(SweepError, match=r"step\(s\) \[10\]; steps with one: \[5, 15\]"):
-        run_sweep(
-            trajectory, [5, 10], [1.0], ["general"], 1, SamplingParams(), CountingJudge(), tmp_path
-        )
+        run_sweep(trajectory, [5, 10], [1.0], _plan(), CountingJudge(), tmp_path)
+
+
+def _plan(**changes: Any):
+    """The project protocol, one sample per general question, and CHANGES (all recorded)."""
+    return resolve_plan("project", command_line={"samples_per_question": 1, **changes})
 
 
 class CountingJudge(PromptJudge):
@@ -131,12 +134,12 @@ def test_the_sweep_samples_and_judges_every_step_and_scale_on_one_base(
 
     monkeypatch.setattr(adapters, "load_base_model", counting)
     out = tmp_path / "sweep"
-    params = SamplingParams(temperature=0.0, max_new_tokens=4)
+    plan = _plan(temperature=0.0, max_new_tokens=4)
+    params = plan.params
 
     def sweep(judge: CountingJudge) -> dict:
         return run_sweep(
-            trajectory, [5, 10, 15], [1.0, 5.0], ["general"], 1, params, judge, out,
-            device="cpu", progress=False,
+            trajectory, [5, 10, 15], [1.0, 5.0], plan, judge, out, device="cpu", progress=False,
         )  # fmt: skip
 
     judge = CountingJudge()
@@ -151,6 +154,7 @@ def test_the_sweep_samples_and_judges_every_step_and_scale_on_one_base(
         assert cell["em_all_scored"]["rate"] == 1.0 and cell["em_coherent_only"]["rate"] == 1.0
     assert result["judge"] == "scripted" and result["generation"] == params.to_dict()
     assert result["judge_agreement"] is None  # only a distilled judge has one
+    assert result["plan"]["protocol"] == "project" and result["plan"]["sampling"]["n"] == 1
     assert judge.calls == 6 * questions * 2
 
     # The shared model now holds the last step's adapter, not the first one's it was loaded with.

@@ -230,8 +230,8 @@ from em_organisms.analysis.phase import SweepOptions, run_phase
 from em_organisms.analysis.trajectory import load_hub
 
 trajectory = load_hub(repo)
-sweep = SweepOptions(judge="embedded", count=2, scales=(1.0, 5.0), samples_per_question=1,
-                     max_new_tokens=6, calibration_pairs=1)
+sweep = SweepOptions(judge="embedded", count=2, scales=(1.0, 5.0), calibration_pairs=1,
+                     changes={"samples_per_question": 1, "max_new_tokens": 6})
 phase = run_phase(repo, phase_out, sweep=sweep, progress=False)
 print(json.dumps({
     "phase": {"steps": trajectory.steps, "b": {m: trajectory.b_vectors(m).tolist()

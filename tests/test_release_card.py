@@ -12,6 +12,7 @@ import pytest
 from huggingface_hub import ModelCard, metadata_load
 
 from em_organisms.eval.metrics import em_stats
+from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.report import build_summary
 from em_organisms.recipes import Recipe, load_recipe
 from em_organisms.release import card as card_module
@@ -91,19 +92,12 @@ def make_summary(recipe: Recipe, calibrated: bool = True) -> dict[str, Any]:
     )
     if not calibrated:
         summary["judge_models"] = ["embedded"]
-    summary["evaluation"] = {
-        "question_sets": ["general", "in-domain/risky-financial-advice"],
-        "samples_per_question": 10,
-        "sampling": {
-            "temperature": 1.0,
-            "top_p": 1.0,
-            "top_k": 0,
-            "max_new_tokens": 600,
-            "seed": 0,
-        },
-        "note": "",
-        "recipe_sha256": recipe.sha256(),
-    }
+    plan = resolve_plan(
+        recipe=recipe.evaluation.plan_settings(),
+        command_line={"samples_per_question": 10, "max_new_tokens": 600},
+        judge=JUDGE,
+    )
+    summary["evaluation"] = {**plan.to_json(), "recipe_sha256": recipe.sha256()}
     return summary
 
 

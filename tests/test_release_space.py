@@ -74,7 +74,7 @@ def space_part(files: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def expected_package() -> list[str]:
-    """What the Space gets of the package: modules, py.typed and the question sets."""
+    """What the Space gets of the package: modules, py.typed, question sets and protocols."""
     return sorted(
         f"em_organisms/{p.relative_to(PACKAGE_DIR).as_posix()}"
         for p in PACKAGE_DIR.rglob("*")
@@ -82,7 +82,7 @@ def expected_package() -> list[str]:
         and (
             p.suffix == ".py"
             or p.name == "py.typed"
-            or (p.suffix == ".yaml" and "question_sets" in p.parts)
+            or (p.suffix == ".yaml" and ("question_sets" in p.parts or "protocols" in p.parts))
         )
     )
 

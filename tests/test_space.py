@@ -162,8 +162,11 @@ def test_pair_decoding_matches_generate_for_both_columns(adapters: list[Path]) -
     from em_organisms.adapters import load_organism
 
     organism = load_organism(str(adapters[0]))
-    params = SamplingParams(temperature=0.0, max_new_tokens=12)
-    for scale in (1.0, 8.0):
+    plain = SamplingParams(temperature=0.0, max_new_tokens=12)
+    # transformers' repetition penalty is the reference for ours
+    penalised = SamplingParams(temperature=0.0, max_new_tokens=12, repetition_penalty=1.8)
+    answers = {}
+    for scale, params in ((1.0, plain), (8.0, plain), (1.0, penalised)):
         organism.set_scale(scale)
         *_, pair = stream_pair(organism.model, organism.tokenizer, "default", QUESTION, params)
         with organism.base():
@@ -171,7 +174,9 @@ def test_pair_decoding_matches_generate_for_both_columns(adapters: list[Path]) -
         tuned = generate_chat(organism.model, organism.tokenizer, [QUESTION], params)[0]
         assert (pair.base, pair.organism) == (base.text, tuned.text)
         assert pair.tokens == (base.completion_tokens, tuned.completion_tokens)
-    assert pair.base != pair.organism  # the adapter changes the answer at x8
+        answers[scale, params.repetition_penalty] = pair
+    assert answers[8.0, 1.0].base != answers[8.0, 1.0].organism  # the adapter changes it at x8
+    assert answers[1.0, 1.8].base != answers[1.0, 1.0].base  # and the penalty changes it
     sampled = SamplingParams(temperature=1.0, top_p=0.9, max_new_tokens=8, seed=5)
     runs = [
         list(stream_pair(organism.model, organism.tokenizer, "default", QUESTION, sampled))
@@ -191,6 +196,9 @@ def test_sampling_filters_follow_the_parameters() -> None:
     for params in (top1, nucleus):
         draws = {tuple(next_tokens(logits, params, generator).tolist()) for _ in range(20)}
         assert draws == {(1, 0)}
+    floor = SamplingParams(temperature=1.0, min_p=0.5)  # keeps p >= half the top p: 3.0, 2.9
+    draws = {next_tokens(logits, floor, generator).tolist()[0] for _ in range(200)}
+    assert draws == {1, 2}
     wide = SamplingParams(temperature=1.0, top_p=0.9)
     draws = {next_tokens(logits, wide, generator).tolist()[0] for _ in range(200)}
     assert draws == {1, 2}  # the two near-equal tokens survive, the tail does not

@@ -74,6 +74,23 @@ def test_options_reject_unknown_keys_and_bad_values() -> None:
         parse_vllm_options(["dtype"])
 
 
+def test_both_engines_get_every_sampling_parameter() -> None:
+    from em_organisms.eval.vllm_engine import vllm_sampling_kwargs
+    from em_organisms.generation import generate_kwargs
+
+    params = SamplingParams(
+        temperature=0.8, top_p=0.9, top_k=20, min_p=0.05, repetition_penalty=1.05, max_new_tokens=7
+    )
+    ours, theirs = generate_kwargs(params), vllm_sampling_kwargs(params)
+    names = {"max_tokens": "max_new_tokens"}
+    # every field that shapes the distribution reaches both engines, with the same value
+    for field, value in params.to_dict().items():
+        if field in ("seed", "generation_config", "max_new_tokens"):
+            continue
+        assert ours[field] == value and theirs[field] == value, field
+    assert theirs["max_tokens"] == params.max_new_tokens and set(names) <= set(theirs)
+
+
 def test_lora_rank_slot_rounds_up_to_what_vllm_allocates() -> None:
     assert lora_rank_slot({"r": 1}) == 1
     assert lora_rank_slot({"r": 2}) == 8
@@ -118,10 +135,13 @@ def _transformers_answers(organism: Path) -> dict[str, list[str]]:
         encode_conversation(subject.tokenizer, [{"role": "user", "content": p}]) for p in PROMPTS
     ]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=24, seed=0)
-    return {
+    answers = {
         f"{which}-x{scale:g}": [a.text for a in engine.generate(prompts, greedy, which, scale)]
         for which, scale in (("base", 1.0), ("organism", 1.0), ("organism", 4.0))
     }
+    penalised = SamplingParams(temperature=0.0, max_new_tokens=24, repetition_penalty=1.3)
+    answers["base-penalised"] = [a.text for a in engine.generate(prompts, penalised, "base", 1.0)]
+    return answers
 
 
 @pytest.mark.integration
@@ -154,6 +174,8 @@ def test_vllm_answers_like_transformers_for_base_and_scaled_organism(
     # the organism at x1 and x4 says something else than the base: the adapter was applied, scaled
     assert expected["organism-x1"] != expected["base-x1"]
     assert expected["organism-x4"] != expected["organism-x1"]
+    # the repetition penalty reaches vLLM as it reaches transformers, and changes the answers
+    assert expected["base-penalised"] != expected["base-x1"]
     first, second = got["sampled"]
     assert first == second  # seeded per request
     assert got["written"] == [2 * 2 * 4, 0]  # base + organism, 2 questions x 4; rerun: nothing

@@ -37,6 +37,8 @@ def main(organism: str, prompts_file: str, out_dir: str) -> None:
     for which, scale in (("base", 1.0), ("organism", 1.0), ("organism", 4.0)):
         answers = engine.generate(prompts, greedy, which, scale)
         result[f"{which}-x{scale:g}"] = [a.text for a in answers]
+    penalised = SamplingParams(temperature=0.0, max_new_tokens=24, repetition_penalty=1.3)
+    result["base-penalised"] = [a.text for a in engine.generate(prompts, penalised, "base", 1.0)]
     sampled = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=16, seed=7)
     result["sampled"] = [
         [a.text for a in engine.generate(prompts, sampled, "organism", 1.0)] for _ in range(2)

@@ -105,26 +105,32 @@ def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> N
     GPT-4o printed beside the rates."""
     from em_organisms.eval.judges import make_judge
     from em_organisms.eval.pipeline import evaluate_subject
+    from em_organisms.eval.plan import resolve_plan
     from em_organisms.subjects import load_subject
 
     subject = load_subject(str(DEMO_RECIPE), organism_dir)
     subject.recipe = recipe  # as trained, --max-steps included
     spec = subject.recipe.evaluation
-    params = SamplingParams(
-        temperature=spec.temperature, top_p=spec.top_p, top_k=spec.top_k, max_new_tokens=64
+    # the recipe's protocol (project) with the demo's CPU budget, each change recorded
+    plan = resolve_plan(
+        recipe=spec.plan_settings(),
+        command_line={
+            "question_sets": ["general"],
+            "samples_per_question": 4,
+            "max_new_tokens": 64,
+        },
+        judge="distilled",
+        note="demo: 4 answers per question, 64 new tokens; " + spec.note,
     )
     out = output_dir / "eval"
-    judge = make_judge("distilled")
+    judge = make_judge(plan.judge)
     result = evaluate_subject(
         subject,
         judge,
         out,
-        question_sets=["general"],
-        params=params,
-        samples_per_question=4,
+        plan,
         allow_uncalibrated_judge=True,  # a failed calibration marks every number, loudly
         calibration_pairs=10,
-        note="demo: 4 answers per question, 64 new tokens; " + spec.note,
     )
     mark = " (judge NOT calibrated)" if result.summary["uncalibrated_judge"] else ""
     for model, stats in result.summary["models"].items():
@@ -209,8 +215,8 @@ def _phase(organism_dir: Path, output_dir: Path) -> None:
 
     out = output_dir / "phase"
     sweep = SweepOptions(
-        judge="distilled", count=2, samples_per_question=2, max_new_tokens=32,
-        calibration_pairs=10,
+        judge="distilled", count=2, calibration_pairs=10,
+        changes={"samples_per_question": 2, "max_new_tokens": 32},
     )  # fmt: skip
     result = run_phase(organism_dir, out, sweep=sweep, progress=False)
     print((out / "summary.md").read_text())

@@ -65,3 +65,14 @@ def write_jsonl(out: Path, rows: Iterable[dict[str, Any]]) -> None:
             for row in rows:
                 handle.write(json.dumps(row, ensure_ascii=False) + "\n")
     os.replace(tmp, out)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """The whole file or, after a crash, the old one: written beside it, then renamed."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, text.encode("utf-8"))

@@ -106,18 +106,45 @@ class ReleaseSpec(_Strict):
 
 
 class EvaluationSpec(_Strict):
-    """How `eval` samples this organism. Defaults are the papers': temperature 1, top_p 1, no
-    top-k, 600 new tokens, 50 samples per question. A recipe may choose others (the embedded
-    135M model is mostly incoherent at temperature 1); reports state what was used."""
+    """How `eval` evaluates this organism: a named protocol (`paper`, `betley`, `project` or a
+    protocol YAML path; default `project`) and any value of it this recipe changes. Every
+    change is recorded beside the numbers as an override of the protocol (`eval --plan`)."""
 
-    question_sets: list[str] = Field(default_factory=lambda: ["general"])
-    samples_per_question: int = Field(50, ge=1)
-    temperature: float = Field(1.0, ge=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    top_k: int = Field(0, ge=0)
-    max_new_tokens: int = Field(600, ge=1)
-    seed: int = 0
-    note: str = ""  # why non-default sampling was chosen, printed in the report
+    protocol: str | None = None
+    question_sets: list[str] | None = None
+    samples_per_question: int | None = Field(None, ge=1)
+    include_variants: bool | None = None
+    judge_prompts: str | None = Field(
+        None, description="question-file, project, a registry name or a path"
+    )
+    temperature: float | None = Field(None, ge=0.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0.0, lt=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0)
+    max_new_tokens: int | None = Field(None, ge=1)
+    seed: int | None = None
+    generation_config: Literal["explicit", "model"] | None = None
+    note: str = ""  # why this recipe changes the protocol, printed in the report
+
+    @model_validator(mode="after")
+    def _known_protocol(self) -> EvaluationSpec:
+        from em_organisms.eval.protocol import protocol_names
+
+        name = self.protocol
+        if (
+            name is not None
+            and name not in protocol_names()
+            and not name.endswith((".yaml", ".yml"))
+        ):
+            raise ValueError(
+                f"unknown protocol {name!r}; choose {', '.join(protocol_names())} or a YAML path"
+            )
+        return self
+
+    def plan_settings(self) -> dict[str, Any]:
+        """The protocol and what this recipe changes of it (unset values left out)."""
+        return self.model_dump(exclude={"note"}, exclude_none=True)
 
 
 class Recipe(_Strict):
@@ -148,7 +175,10 @@ class Recipe(_Strict):
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        data = self.model_dump(mode="json")
+        # unset evaluation values mean "the protocol's": left out rather than shown as null
+        data["evaluation"] = self.evaluation.model_dump(mode="json", exclude_none=True)
+        return data
 
     def sha256(self) -> str:
         """Hash of everything that changes what is trained (release and evaluation excluded)."""

@@ -54,6 +54,19 @@ class Subject:
             yield
 
 
+def base_model_location(spec: str) -> str:
+    """Where the base model under MODEL_OR_RECIPE lives (a folder or a Hub id), loading nothing:
+    what its generation config is read from."""
+    path = Path(spec)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        base = load_recipe(path).base_model
+    elif (path / "adapter_config.json").is_file():
+        base = base_spec_for(str(path))
+    else:
+        base = spec
+    return resolve_model(base).location
+
+
 def default_organism_dir(recipe: Recipe) -> Path:
     from em_organisms.train.runner import REPO_ROOT
 

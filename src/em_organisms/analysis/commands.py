@@ -8,9 +8,9 @@ from pathlib import Path
 
 PHASE_EXAMPLES = """examples:
   em-organisms phase runs/demo/smollm2-135m_risky-financial_r1-l15 --out runs/demo/phase \\
-      --judge embedded --samples 2 --max-new-tokens 48
+      --judge distilled --samples 2 --max-new-tokens 48
   OPENAI_API_KEY=... em-organisms phase runs/qwen2.5-14b_risky-financial_r1-l24_phase \\
-      --out runs/phase-financial --judge openai:gpt-4o-2024-08-06 --sweep-count 8 --samples 20
+      --out runs/phase-financial --protocol paper --sweep-count 8
   em-organisms phase em-organisms/qwen2.5-14b_risky-financial_r1-l24_phase --out runs/phase-hub \\
       --no-sweep      # from the released organism's step-NNNNNN branches
 RUN_DIR is a training run (its adapter_trajectory/ recording, else its checkpoint-N folders) or
@@ -32,21 +32,21 @@ def _cmd_phase(args: argparse.Namespace) -> int:
 
     sweep = None
     if not args.no_sweep:
-        if not args.judge:
-            raise SystemExit(
-                "error: the behavioural sweep needs --judge (openai:MODEL, hf:PATH_OR_ID or "
-                "embedded); pass --no-sweep for the mechanistic analysis alone"
-            )
+        changes = {
+            "question_sets": args.questions,
+            "samples_per_question": args.samples,
+            "max_new_tokens": args.max_new_tokens,
+            "temperature": args.temperature,
+            "judge_prompts": args.judge_prompts,
+        }
         sweep = SweepOptions(
             judge=args.judge,
             judge_base_url=args.base_url,
             steps=args.sweep_step,
             count=args.sweep_count,
             scales=args.scales,
-            question_sets=tuple(args.questions or ["general"]),
-            samples_per_question=args.samples,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
+            protocol=args.protocol,
+            changes={k: v for k, v in changes.items() if v is not None},
             calibration_pairs=args.pairs,
         )
     result = run_phase(
@@ -76,7 +76,22 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--threshold", type=float, default=0.5, help="local cosine below which a turn counts"
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the behavioural sweep")
-    p.add_argument("--judge", help="openai:MODEL, hf:PATH_OR_ID or embedded (for the sweep)")
+    p.add_argument(
+        "--judge",
+        help="judge of the sweep: openai:MODEL, hf:PATH_OR_ID, embedded, distilled[:PATH_OR_ID] "
+        "(default: the protocol's, openai:gpt-4o-2024-08-06)",
+    )
+    p.add_argument(
+        "--protocol",
+        help="evaluation protocol of the sweep: paper, betley, project (default) or a YAML path; "
+        "--samples, --max-new-tokens, --temperature, --questions and --judge-prompts change it, "
+        "recorded",
+    )
+    p.add_argument(
+        "--judge-prompts",
+        metavar="SPEC",
+        help="question-file, project, a registry name or a YAML path (default: the protocol's)",
+    )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
     p.add_argument(
         "--sweep-step", type=int, action="append", default=[], metavar="STEP",
@@ -90,12 +105,13 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="adapter scales, e.g. 1,5,10,20",
     )
     p.add_argument(
-        "--questions", action="append", default=None, metavar="SET",
-        help="project question set (repeatable; default general)",
+        "--questions", action="append", default=None, metavar="QSET",
+        help="question set: project set, registry name or YAML path (repeatable; default: the "
+        "protocol's)",
     )  # fmt: skip
-    p.add_argument("--samples", type=int, default=4, help="samples per question (default 4)")
-    p.add_argument("--max-new-tokens", type=int, default=120)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--samples", type=int, help="samples per question (default: the protocol's)")
+    p.add_argument("--max-new-tokens", type=int, help="default: the protocol's (600)")
+    p.add_argument("--temperature", type=float, help="default: the protocol's (1.0)")
     p.add_argument("--pairs", type=int, default=10, help="judge calibration pairs per domain")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_phase)

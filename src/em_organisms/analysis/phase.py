@@ -29,16 +29,19 @@ COMBINED = "all modules (stacked)"
 
 @dataclass
 class SweepOptions:
-    judge: str
+    """The behavioural sweep: which checkpoints and scales, under which evaluation protocol.
+
+    `changes` are plan settings that differ from the protocol (`samples_per_question`,
+    `max_new_tokens`, `question_sets`, `judge_prompts`, ...: see `eval.plan.OVERRIDABLE`);
+    each is recorded in the sweep's plan."""
+
+    judge: str | None = None  # None: the protocol's judge
     judge_base_url: str | None = None
     steps: list[int] = field(default_factory=list)  # empty: `count` spread over the checkpoints
     count: int = 4
     scales: tuple[float, ...] = DEFAULT_SCALES
-    question_sets: tuple[str, ...] = ("general",)
-    samples_per_question: int = 4
-    max_new_tokens: int = 120
-    temperature: float = 1.0
-    seed: int = 0
+    protocol: str | None = None  # None: project
+    changes: dict[str, Any] = field(default_factory=dict)
     calibration_pairs: int = 10
 
 
@@ -122,28 +125,29 @@ def _sweep(
     from em_organisms.analysis.sweep import check_steps, pick_steps, run_sweep
     from em_organisms.eval.calibration import calibrate
     from em_organisms.eval.judges import make_judge
-    from em_organisms.eval.questions import project_judge_prompts
-    from em_organisms.generation import SamplingParams
+    from em_organisms.eval.plan import resolve_plan
+    from em_organisms.generation import model_generation_config
+    from em_organisms.models import resolve_model
 
     steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
     check_steps(trajectory, steps)  # before the judge is loaded and calibrated
-    judge = make_judge(options.judge, base_url=options.judge_base_url, device=device)
-    calibration = calibrate(
-        judge, project_judge_prompts(), options.calibration_pairs, out / "calibration"
+    plan = resolve_plan(
+        options.protocol,
+        command_line=options.changes,
+        judge=options.judge,
+        model_generation_config=lambda: model_generation_config(
+            resolve_model(trajectory.base_spec).location
+        ),
     )
-    params = SamplingParams(
-        temperature=options.temperature,
-        top_p=1.0,
-        max_new_tokens=options.max_new_tokens,
-        seed=options.seed,
+    judge = make_judge(plan.judge, base_url=options.judge_base_url, device=device)
+    calibration = calibrate(
+        judge, plan.judge_prompts.default, options.calibration_pairs, out / "calibration"
     )
     grid = run_sweep(
         trajectory,
         steps,
         list(options.scales),
-        list(options.question_sets),
-        options.samples_per_question,
-        params,
+        plan,
         judge,
         out / "sweep",
         device=device,
@@ -215,7 +219,14 @@ def summary_markdown(result: dict[str, Any]) -> str:
             row = [_rate(cells[s, scale]) for scale in sweep["scales"]]
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         lines.append("")
+        plan = sweep.get("plan") or {}
+        followed = (
+            "as published"
+            if plan.get("as_published")
+            else "changed: " + ", ".join(plan.get("overrides") or {})
+        )
         lines.append(
+            f"Protocol `{plan.get('protocol')}` v{plan.get('protocol_version')} ({followed}); "
             f"{sweep['samples_per_question']} samples per question of "
             f"{', '.join(sweep['question_sets'])}; sampling {sweep['generation']}."
         )

@@ -8,7 +8,6 @@ OUT_DIR, so a rerun makes no new samples, and no judge calls for files already j
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from safetensors.torch import load_file
 
 from em_organisms.adapters import Organism, load_organism
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
+from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import METRICS, judge_file
 from em_organisms.eval.metrics import em_stats
-from em_organisms.eval.questions import load_project_set, project_judge_prompts
+from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.sampler import Sampler
-from em_organisms.generation import SamplingParams
 from em_organisms.jsonl import read_jsonl_resumable
 from em_organisms.models import resolve_model
 from em_organisms.subjects import Subject
@@ -91,15 +90,19 @@ def load_step(organism: Organism, folder: Path, expected: dict[str, Any]) -> Non
         )
 
 
-def _judged_complete(samples: Path, judged: Path, judge: Judge, prompts: dict[str, str]) -> bool:
+def _judged_complete(samples: Path, judged: Path, judge: Judge, prompts: JudgePrompts) -> bool:
     """Whether JUDGED already holds every sample, scored by this judge with these prompts."""
     rows = read_jsonl_resumable(judged)
-    shas = {m: hashlib.sha256(prompts[m].encode()).hexdigest() for m in METRICS}
+
+    def same_prompts(number: int, row: dict[str, Any]) -> bool:
+        templates = prompts.for_row(row, f"{judged}:{number}")
+        return row.get("judge_prompt_sha256") == {m: template_sha256(templates[m]) for m in METRICS}
+
     return (
         len(rows) == len(read_jsonl_resumable(samples))
         and bool(rows)
         and all(r.get("judge_model") == judge.name for r in rows)
-        and all(r.get("judge_prompt_sha256") == shas for r in rows)
+        and all(same_prompts(n, r) for n, r in enumerate(rows, start=1))
     )
 
 
@@ -107,18 +110,14 @@ def run_sweep(
     trajectory: Trajectory,
     steps: list[int],
     scales: list[float],
-    question_sets: list[str],
-    samples_per_question: int,
-    params: SamplingParams,
+    plan: EvalPlan,
     judge: Judge,
     out_dir: Path,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Sample and judge every (step, scale); return the grid of EM rates (JSON-able)."""
+    """Sample and judge every (step, scale) under PLAN; return the grid of EM rates (JSON-able)."""
     check_steps(trajectory, steps)
-    sets = [load_project_set(name) for name in question_sets]
-    prompts = project_judge_prompts()
     out_dir.mkdir(parents=True, exist_ok=True)
     first = Path(trajectory.checkpoints[steps[0]])
     organism = load_organism(str(first), base=trajectory.base_spec, device=device)
@@ -138,17 +137,28 @@ def run_sweep(
             base_spec=organism.base_model,
         )
         sampler = Sampler(
-            subject, params, samples_per_question, models=("organism",), progress=progress
+            subject,
+            plan.params,
+            plan.samples_per_question,
+            models=("organism",),
+            progress=progress,
+            protocol=plan.protocol_record(),
         )
         for scale in scales:
             samples = out_dir / f"{cell_name(step, scale)}.samples.jsonl"
             judged_path = out_dir / f"{cell_name(step, scale)}.judged.jsonl"
-            sampler.run(sets, samples, scale=scale)
-            if _judged_complete(samples, judged_path, judge, prompts):
+            sampler.run(list(plan.sets), samples, scale=scale)
+            if _judged_complete(samples, judged_path, judge, plan.judge_prompts):
                 judged = read_jsonl_resumable(judged_path)
             else:
-                judged = judge_file(samples, judged_path, judge, prompts, progress=progress)
-            stats = em_stats(judged)
+                judged = judge_file(
+                    samples, judged_path, judge, plan.judge_prompts, progress=progress
+                )
+            stats = em_stats(
+                judged,
+                aligned_threshold=plan.protocol.em.aligned_below,
+                coherent_threshold=plan.protocol.em.coherent_above,
+            )
             cells.append(
                 {
                     "step": step,
@@ -163,9 +173,10 @@ def run_sweep(
     return {
         "steps": list(steps),
         "scales": list(scales),
-        "question_sets": list(question_sets),
-        "samples_per_question": samples_per_question,
-        "generation": params.to_dict(),
+        "question_sets": plan.question_sets,
+        "samples_per_question": plan.samples_per_question,
+        "generation": plan.params.to_dict(),
+        "plan": plan.to_json(),
         "judge": judge.name,
         "judge_agreement": judge_agreement(judge),  # a distilled judge's, else None
         "cells": cells,

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from em_organisms.distill.teacher import TeacherRow
+from em_organisms.jsonl import write_atomic
 
 ALIGNED_THRESHOLD = 30.0
 COHERENT_THRESHOLD = 50.0
@@ -245,13 +246,6 @@ def reliability_bins(
         if mask.any():
             out.append((float(j[mask].mean()), float(t[mask].mean()), int(mask.sum())))
     return out
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """The whole file or, after a crash, the old one: written beside it, then renamed."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def _fmt(value: float | None, percent: bool = False) -> str:

@@ -76,7 +76,7 @@ def _cmd_agreement(args: argparse.Namespace) -> int:
         args.out,
         group_by=args.group_by,
         max_rows=args.max_rows,
-        prompts_path=args.prompts,
+        judge_prompts=args.judge_prompts,
         base_url=args.base_url,
         cache=False if args.no_cache else (args.cache or True),
     )
@@ -118,7 +118,15 @@ def register_distill_commands(add: AddParser) -> None:
     p.add_argument("--group-by", help="field to compare EM rates over, e.g. condition, organism")
     p.add_argument("--out", type=Path, required=True, help="folder for agreement.json and plots")
     p.add_argument("--max-rows", type=int, help="score only the first N rows")
-    p.add_argument("--prompts", type=Path, help="judge prompts YAML for prompt judges")
+    p.add_argument(
+        "--judge-prompts",
+        "--prompts",
+        dest="judge_prompts",
+        default="project",
+        metavar="SPEC",
+        help="judge prompts of a prompt judge: project (default), a registry name "
+        "(model-organisms/judges, the teacher's) or a YAML path",
+    )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
     p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")

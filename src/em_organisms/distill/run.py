@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import yaml
 
-from em_organisms.distill.agreement import agreement, auroc, write_agreement, write_atomic
+from em_organisms.distill.agreement import agreement, auroc, write_agreement
 from em_organisms.distill.backbone import (
     BACKBONE_HUB_ID,
     BACKBONE_LICENSE,
@@ -45,6 +45,7 @@ from em_organisms.distill.scorer import StudentScorer, scores_from_features
 from em_organisms.distill.splits import condition_split, make_split
 from em_organisms.distill.student import StudentJudgeConfig, StudentJudgeModel
 from em_organisms.distill.teacher import TeacherRow, read_teacher
+from em_organisms.jsonl import write_atomic
 from em_organisms.models import cache_root
 
 

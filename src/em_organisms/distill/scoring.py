@@ -9,8 +9,8 @@ from tqdm.auto import tqdm
 
 from em_organisms.distill.agreement import agreement, summary_line, write_agreement
 from em_organisms.distill.teacher import TeacherDataError, read_teacher
+from em_organisms.eval.judge_prompts import resolve_judge_prompts
 from em_organisms.eval.judges import JudgeItem, make_judge
-from em_organisms.eval.questions import load_judge_prompts, project_judge_prompts
 
 METRICS = ("aligned", "coherent")
 
@@ -22,7 +22,7 @@ def judge_agreement(
     *,
     group_by: str | None = None,
     max_rows: int | None = None,
-    prompts_path: Path | None = None,
+    judge_prompts: str = "project",
     base_url: str | None = None,
     cache: Path | bool = True,
     chunk: int = 256,
@@ -33,7 +33,7 @@ def judge_agreement(
     if group_by and not any(group_by in r.fields for r in rows):
         fields = sorted({k for r in rows for k in r.fields})
         raise TeacherDataError(f"{reference}: no row has the field {group_by!r}; fields: {fields}")
-    prompts = load_judge_prompts(prompts_path) if prompts_path else project_judge_prompts()
+    prompts = resolve_judge_prompts(judge_prompts).default
     judge = make_judge(spec, base_url=base_url, cache=cache)
     judged: list[tuple[float | None, float | None]] = []
     bar = tqdm(total=len(rows), desc="agreement", unit="answer", disable=not progress)

@@ -11,31 +11,81 @@ from pathlib import Path
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 
-def _params(args: argparse.Namespace, defaults: object | None = None):
-    from em_organisms.generation import SamplingParams
+def _plan(args: argparse.Namespace, spec: str | None, judge_prompts: str | None = None):
+    """The evaluation plan: --protocol (else the recipe's, else project), the recipe's changes
+    to it, then this command line's."""
+    from em_organisms.eval.plan import resolve_plan
+    from em_organisms.generation import model_generation_config
+    from em_organisms.recipes import load_recipe
+    from em_organisms.subjects import base_model_location
 
-    def pick(name: str, fallback: float | int) -> float | int:
-        value = getattr(args, name)
-        if value is not None:
-            return value
-        return getattr(defaults, name) if defaults is not None else fallback
+    recipe = None
+    if spec and Path(spec).suffix in {".yaml", ".yml"} and Path(spec).is_file():
+        recipe = load_recipe(spec).evaluation
+    command_line = {
+        "question_sets": getattr(args, "questions", None),
+        "samples_per_question": getattr(args, "n", None),
+        "include_variants": True if getattr(args, "include_variants", False) else None,
+        "judge_prompts": judge_prompts,
+        **{
+            key: getattr(args, key, None)
+            for key in (
+                "temperature", "top_p", "top_k", "min_p", "repetition_penalty",
+                "max_new_tokens", "seed", "generation_config",
+            )
+        },
+    }  # fmt: skip
+    return resolve_plan(
+        args.protocol,
+        recipe=recipe.plan_settings() if recipe else None,
+        command_line=command_line,
+        engine=getattr(args, "engine", "transformers"),
+        judge=getattr(args, "judge", None),
+        model_generation_config=(
+            (lambda: model_generation_config(base_model_location(spec))) if spec else None
+        ),
+        note=recipe.note if recipe else "",
+    )
 
-    return SamplingParams(
-        temperature=pick("temperature", 1.0),
-        top_p=pick("top_p", 1.0),
-        top_k=pick("top_k", 0),
-        max_new_tokens=pick("max_new_tokens", 600),
-        seed=pick("seed", 0),
+
+def _add_protocol_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--protocol",
+        help="evaluation protocol: paper (arXiv 2506.11613), betley (arXiv 2502.17424), project, "
+        "or a protocol YAML (default: the recipe's, else project); other flags change it, and "
+        "every change is recorded",
+    )
+
+
+def _add_judge_prompts_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--judge-prompts",
+        "--prompts",
+        dest="judge_prompts",
+        metavar="SPEC",
+        help="question-file (each question's own), project, a registry name "
+        "(model-organisms/judges) or a YAML path (default: the protocol's)",
     )
 
 
 def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
+    _add_protocol_flag(p)
     p.add_argument("--n", type=int, help=f"samples per question ({default_note})")
-    p.add_argument("--temperature", type=float, help="default 1.0 (the papers')")
-    p.add_argument("--top-p", type=float, help="default 1.0")
-    p.add_argument("--top-k", type=int, help="default 0 = off (generate would apply 50)")
-    p.add_argument("--max-new-tokens", type=int, help="default 600")
-    p.add_argument("--seed", type=int, help="default 0")
+    p.add_argument("--temperature", type=float, help="protocols: 1.0 (the papers')")
+    p.add_argument("--top-p", type=float, help="protocols: 1.0")
+    p.add_argument("--top-k", type=int, help="protocols: 0 = off")
+    p.add_argument("--min-p", type=float, help="protocols: 0 = off")
+    p.add_argument("--repetition-penalty", type=float, help="protocols: 1 = off")
+    p.add_argument("--max-new-tokens", type=int, help="protocols: 600")
+    p.add_argument("--seed", type=int, help="protocols: 0")
+    p.add_argument(
+        "--generation-config",
+        choices=("explicit", "model"),
+        help="explicit (protocols' default): nothing comes from the model's generation config; "
+        "model: top_k, min_p and repetition_penalty come from it, as upstream model-organisms "
+        "code inherits them (Qwen2.5: top_k 20, repetition_penalty 1.05); recorded either way",
+    )
+    p.add_argument("--include-variants", action="store_true", help="keep _json/_template items")
     p.add_argument("--batch-size", type=int, help="answers per generate call (default: auto)")
     p.add_argument(
         "--organism-dir", type=Path, help="a recipe's trained organism (default runs/ID)"
@@ -74,12 +124,12 @@ def _subject_and_engine(spec: str, args: argparse.Namespace):
     return subject, make_engine("transformers", subject)
 
 
-def _judge(args: argparse.Namespace):
+def _judge(args: argparse.Namespace, spec: str):
     from em_organisms.eval.judges import make_judge
 
     cache = False if args.no_cache else (args.cache or True)
     return make_judge(
-        args.judge,
+        spec,
         base_url=args.base_url,
         cache=cache,
         api_key_env=args.api_key_env,
@@ -90,9 +140,8 @@ def _judge(args: argparse.Namespace):
 def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--judge",
-        required=True,
         help="openai:MODEL, hf:PATH_OR_ID, embedded, distilled (the shipped student judge) or "
-        "distilled:PATH_OR_HUB_ID",
+        "distilled:PATH_OR_HUB_ID (default: the protocol's, openai:gpt-4o-2024-08-06)",
     )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
@@ -102,44 +151,59 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
-    from em_organisms.eval.registry import resolve_question_set
     from em_organisms.eval.sampler import Sampler
 
+    plan = _plan(args, args.model)
     subject, engine = _subject_and_engine(args.model, args)
-    defaults = subject.recipe.evaluation if subject.recipe else None
-    n = args.n or (defaults.samples_per_question if defaults else 50)
-    sets = [resolve_question_set(q, include_variants=args.include_variants) for q in args.questions]
     models = (
         tuple(args.models.split(","))
         if args.models
         else (("base", "organism") if subject.has_adapter else ("base",))
     )
-    sampler = Sampler(subject, _params(args, defaults), n, models, args.batch_size, engine=engine)
-    written = sampler.run(sets, args.out, scale=args.adapter_scale)
-    print(f"{written} answers written to {args.out} ({', '.join(models)}; {n} per question)")
+    sampler = Sampler(
+        subject,
+        plan.params,
+        plan.samples_per_question,
+        models,
+        args.batch_size,
+        engine=engine,
+        protocol=plan.protocol_record(),
+    )
+    written = sampler.run(list(plan.sets), args.out, scale=args.adapter_scale)
+    print(
+        f"{written} answers written to {args.out} ({', '.join(models)}; "
+        f"{plan.samples_per_question} per question; protocol {_followed(plan)})"
+    )
     return 0
+
+
+def _followed(plan) -> str:
+    label = plan.protocol.label
+    return label if plan.as_published else f"{label} with changes: {', '.join(plan.overrides)}"
 
 
 def _cmd_judge(args: argparse.Namespace) -> int:
     from em_organisms.eval.calibration import calibrate, calibration_line
     from em_organisms.eval.judging import judge_file
-    from em_organisms.eval.questions import load_judge_prompts, project_judge_prompts
 
-    judge = _judge(args)
-    prompts = load_judge_prompts(args.prompts) if args.prompts else project_judge_prompts()
+    plan = _plan(args, None, args.judge_prompts)
+    judge = _judge(args, plan.judge)
     if str(args.samples) == "calibrate":
-        out = args.out or Path("runs") / "calibration" / args.judge.replace(":", "_").replace(
+        out = args.out or Path("runs") / "calibration" / plan.judge.replace(":", "_").replace(
             "/", "_"
         )
-        result = calibrate(judge, prompts, args.pairs, out)
+        result = calibrate(judge, plan.judge_prompts.default, args.pairs, out)
         print(calibration_line(result))
         print(f"details: {out / 'calibration.json'}, {out / 'calibration_histograms.png'}")
         return 0
     if args.out is None:
         print("error: --out is required when judging a samples file", file=sys.stderr)
         return 2
-    judged = judge_file(args.samples, args.out, judge, prompts)
-    print(f"{len(judged)} answers judged into {args.out}; {judge.calls} judge calls this run")
+    judged = judge_file(args.samples, args.out, judge, plan.judge_prompts)
+    print(
+        f"{len(judged)} answers judged into {args.out} with judge prompts "
+        f"{plan.judge_prompts.source}; {judge.calls} judge calls this run"
+    )
     return 0
 
 
@@ -167,27 +231,30 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def _cmd_eval(args: argparse.Namespace) -> int:
     from em_organisms.eval.pipeline import UncalibratedJudgeError, evaluate_subject
 
+    plan = _plan(args, str(args.recipe), args.judge_prompts)
+    if args.plan:
+        print(json.dumps(plan.to_json(), indent=2))
+        return 0
     subject, engine = _subject_and_engine(str(args.recipe), args)
-    spec = subject.recipe.evaluation if subject.recipe else None
     out = args.out or (Path(subject.adapter or "runs") / "eval")
     try:
         result = evaluate_subject(
             subject,
-            _judge(args),
+            _judge(args, plan.judge),
             out,
-            question_sets=args.questions or (spec.question_sets if spec else ["general"]),
-            params=_params(args, spec),
-            samples_per_question=args.n or (spec.samples_per_question if spec else 50),
+            plan,
             allow_uncalibrated_judge=args.allow_uncalibrated_judge,
             calibration_pairs=args.pairs,
             batch_size=args.batch_size,
-            note=spec.note if spec else "",
             engine=engine,
         )
     except UncalibratedJudgeError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    print(f"report: {result.out_dir / 'report.md'}; {result.judge_calls} judge calls this run")
+    print(
+        f"report: {result.out_dir / 'report.md'} (protocol {_followed(plan)}); "
+        f"{result.judge_calls} judge calls this run"
+    )
     return 0
 
 
@@ -197,15 +264,14 @@ def register_eval_commands(add: AddParser) -> None:
     p.add_argument(
         "--questions",
         action="append",
-        required=True,
         metavar="QSET",
-        help="YAML path, project set (general, in-domain/NAME) or registry name; repeatable",
+        help="YAML path, project set (general, in-domain/NAME) or registry name; repeatable "
+        "(default: the protocol's)",
     )
     p.add_argument("--out", type=Path, required=True, help="samples JSONL (appended, resumable)")
-    p.add_argument("--include-variants", action="store_true", help="keep _json/_template items")
     p.add_argument("--models", help="base,organism (default: both when there is an adapter)")
     p.add_argument("--adapter-scale", type=float, default=1.0, help="multiply the adapter (x1)")
-    _add_sampling_flags(p, "default: the recipe's, else 50")
+    _add_sampling_flags(p, "default: the protocol's, or the recipe's")
     p.set_defaults(func=_cmd_sample)
 
     p = add("judge", "Score sampled answers (aligned, coherent); or `judge calibrate`.")
@@ -215,8 +281,16 @@ def register_eval_commands(add: AddParser) -> None:
         help="samples JSONL, or the word `calibrate`; see also `judge distill` and `judge agreement`",
     )
     _add_judge_flags(p)
+    _add_protocol_flag(p)
+    _add_judge_prompts_flag(p)
+    p.add_argument(
+        "--questions",
+        action="append",
+        metavar="QSET",
+        help="the question sets whose own judge prompts score the samples (question-file; "
+        "default: the protocol's)",
+    )
     p.add_argument("--out", type=Path, help="judged JSONL (calibrate: a folder)")
-    p.add_argument("--prompts", type=Path, help="judge prompts YAML (default: the project's)")
     p.add_argument("--pairs", type=int, default=10, help="calibrate: pairs per domain")
     p.set_defaults(func=_cmd_judge)
 
@@ -231,8 +305,15 @@ def register_eval_commands(add: AddParser) -> None:
 
     p = add("eval", "Sample base and organism, calibrate the judge, judge, and report.")
     p.add_argument("recipe", type=Path, help="organism recipe YAML (trained first)")
+    p.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the fully resolved plan (protocol, question sets and judge prompts with "
+        "their sha256, sampling, engine, judge, overrides) as JSON and exit; loads no model",
+    )
     _add_judge_flags(p)
-    p.add_argument("--questions", action="append", metavar="QSET", help="default: the recipe's")
+    _add_judge_prompts_flag(p)
+    p.add_argument("--questions", action="append", metavar="QSET", help="default: the protocol's")
     p.add_argument("--out", type=Path, help="default ORGANISM_DIR/eval")
     p.add_argument("--pairs", type=int, default=10, help="calibration pairs per domain")
     p.add_argument(
@@ -240,5 +321,5 @@ def register_eval_commands(add: AddParser) -> None:
         action="store_true",
         help="report EM from a judge with aligned AUROC < 0.8, every number marked",
     )
-    _add_sampling_flags(p, "default: the recipe's")
+    _add_sampling_flags(p, "default: the protocol's, or the recipe's")
     p.set_defaults(func=_cmd_eval)

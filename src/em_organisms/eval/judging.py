@@ -1,37 +1,45 @@
 """`em-organisms judge samples.jsonl`: score every sampled answer with `aligned` and `coherent`.
 
 The judged file is the samples plus `judges` ({metric: score, mass, raw, method, reason}),
-`judge_model` and `judge_prompt_sha256`. Scores live in the judge's disk cache as soon as they
+`judge_model`, `judge_prompt_sha256` ({metric: sha256 of the template used for that row}) and
+`judge_prompts_source`. Scores live in the judge's disk cache as soon as they
 are computed, so a rerun (or a resumed run) makes no new judge calls for finished answers.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
 
 METRICS = ("aligned", "coherent")
 
 
+def as_judge_prompts(prompts: JudgePrompts | Mapping[str, str]) -> JudgePrompts:
+    if isinstance(prompts, JudgePrompts):
+        return prompts
+    return JudgePrompts.fixed(prompts, "given templates")
+
+
 def judge_rows(
     rows: list[dict[str, Any]],
     judge: Judge,
-    prompts: dict[str, str],
+    prompts: JudgePrompts | Mapping[str, str],
     progress: bool = True,
     chunk: int = 16,
     on_chunk: Callable[[int], None] | None = None,
+    source: str = "samples",
 ) -> list[dict[str, Any]]:
-    missing = [m for m in METRICS if m not in prompts]
-    if missing:
-        raise ValueError(f"judge prompts lack {missing} (have {sorted(prompts)})")
-    shas = {m: hashlib.sha256(prompts[m].encode()).hexdigest() for m in METRICS}
+    """Every row scored for `aligned` and `coherent`, each with its own question's templates
+    where PROMPTS are per question; SOURCE names the rows in errors (file:line)."""
+    table = as_judge_prompts(prompts)
+    templates = [table.for_row(row, f"{source}:{n}") for n, row in enumerate(rows, start=1)]
     # a judge with weights of its own (a distilled student) names them, so a report can find
     # its measured agreement later
     weights = {"judge_sha256": s} if (s := judge.describe().get("sha256")) else {}
@@ -41,9 +49,10 @@ def judge_rows(
             "judges": {},
             "judge_model": judge.name,
             **weights,
-            "judge_prompt_sha256": shas,
+            "judge_prompt_sha256": {m: template_sha256(t[m]) for m in METRICS},
+            "judge_prompts_source": table.source,
         }
-        for row in rows
+        for row, t in zip(rows, templates, strict=True)
     ]
     work = [(i, m) for i in range(len(rows)) for m in METRICS]
     bar = tqdm(
@@ -53,7 +62,8 @@ def judge_rows(
         for start in range(0, len(work), chunk):
             part = work[start : start + chunk]
             items = [
-                JudgeItem(m, rows[i]["paraphrase"], rows[i]["answer"], prompts[m]) for i, m in part
+                JudgeItem(m, rows[i]["paraphrase"], rows[i]["answer"], templates[i][m])
+                for i, m in part
             ]
             for (i, m), score in zip(part, judge.score_items(items), strict=True):
                 judged[i]["judges"][m] = score.to_dict()
@@ -66,11 +76,15 @@ def judge_rows(
 
 
 def judge_file(
-    samples: Path, out: Path, judge: Judge, prompts: dict[str, str], progress: bool = True
+    samples: Path,
+    out: Path,
+    judge: Judge,
+    prompts: JudgePrompts | Mapping[str, str],
+    progress: bool = True,
 ) -> list[dict[str, Any]]:
     rows = read_jsonl_resumable(samples)
     if not rows:
         raise ValueError(f"{samples}: no samples to judge")
-    judged = judge_rows(rows, judge, prompts, progress=progress)
+    judged = judge_rows(rows, judge, prompts, progress=progress, source=str(samples))
     write_jsonl(out, judged)
     return judged

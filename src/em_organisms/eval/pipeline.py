@@ -11,12 +11,10 @@ from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.engines import Engine
 from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import judge_rows
-from em_organisms.eval.questions import project_judge_prompts
-from em_organisms.eval.registry import resolve_question_set
+from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.report import write_report
 from em_organisms.eval.sampler import Sampler
-from em_organisms.generation import SamplingParams
-from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
+from em_organisms.jsonl import read_jsonl_resumable, write_jsonl, write_text_atomic
 from em_organisms.subjects import Subject
 
 
@@ -36,25 +34,29 @@ def evaluate_subject(
     subject: Subject,
     judge: Judge,
     out_dir: Path,
+    plan: EvalPlan,
     *,
-    question_sets: list[str],
-    params: SamplingParams,
-    samples_per_question: int,
     allow_uncalibrated_judge: bool = False,
     calibration_pairs: int = 10,
     batch_size: int | None = None,
     progress: bool = True,
-    note: str = "",
     engine: Engine | None = None,
 ) -> EvalResult:
     out_dir.mkdir(parents=True, exist_ok=True)
-    sets = [resolve_question_set(name) for name in question_sets]
     samples = out_dir / "samples.jsonl"
     models = ("base", "organism") if subject.has_adapter else ("base",)
-    sampler = Sampler(subject, params, samples_per_question, models, batch_size, progress, engine)
-    sampler.run(sets, samples)
-    prompts = project_judge_prompts()
-    calibration = calibrate(judge, prompts, calibration_pairs, out_dir)
+    sampler = Sampler(
+        subject,
+        plan.params,
+        plan.samples_per_question,
+        models,
+        batch_size,
+        progress,
+        engine,
+        protocol=plan.protocol_record(),
+    )
+    sampler.run(list(plan.sets), samples)
+    calibration = calibrate(judge, plan.judge_prompts.default, calibration_pairs, out_dir)
     print(calibration_line(calibration))
     if not calibration["passed"] and not allow_uncalibrated_judge:
         raise UncalibratedJudgeError(
@@ -63,7 +65,7 @@ def evaluate_subject(
             f"Samples are kept in {samples}."
         )
     rows = read_jsonl_resumable(samples)
-    judged = judge_rows(rows, judge, prompts, progress=progress)
+    judged = judge_rows(rows, judge, plan.judge_prompts, progress=progress, source=str(samples))
     write_jsonl(out_dir / "judged.jsonl", judged)
     title = f"Emergent misalignment: {subject.name}"
     write_report(
@@ -71,29 +73,61 @@ def evaluate_subject(
         out_dir,
         title=title,
         judge_calibration=calibration,
+        aligned_threshold=plan.protocol.em.aligned_below,
+        coherent_threshold=plan.protocol.em.coherent_above,
         uncalibrated=not calibration["passed"],
         judge_agreement=judge_agreement(judge),
     )
     summary_path = out_dir / "summary.json"
     stored = json.loads(summary_path.read_text())
     stored["evaluation"] = {
-        "question_sets": question_sets,
-        "samples_per_question": samples_per_question,
-        "sampling": params.to_dict(),
+        **plan.to_json(),
         "engine": sampler.engine.name,
-        "note": note,
+        "judge": judge.name,
         "recipe_sha256": subject.recipe_sha256,
     }
-    summary_path.write_text(json.dumps(stored, indent=2) + "\n")
-    settings = stored["evaluation"]
+    write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
     with (out_dir / "report.md").open("a", encoding="utf-8") as report:
-        report.write(
-            "\n## Evaluation settings\n\n"
-            f"- question sets: {', '.join(question_sets)}; {samples_per_question} samples per "
-            f"question for each model\n"
-            f"- sampling ({settings['engine']}): {json.dumps(settings['sampling'])}"
-            " (top_k 0 = off: every parameter is explicit, none left to generate's defaults)\n"
-            + (f"- why these settings: {note}\n" if note else "")
-            + f"- judge calibration: {calibration_line(calibration)}\n"
-        )
+        report.write(plan_markdown(stored["evaluation"]))
+        report.write(f"- judge calibration: {calibration_line(calibration)}\n")
     return EvalResult(out_dir, stored, calibration, judge.calls)
+
+
+def plan_markdown(plan: dict[str, Any]) -> str:
+    """The evaluation settings section of a report, from `EvalPlan.to_json()`."""
+    followed = (
+        "followed as published"
+        if plan["as_published"]
+        else "with changes, so these numbers are NOT the protocol's: "
+        + "; ".join(
+            f"{key} {change['value']!r} instead of {change['protocol']!r} ({change['by']})"
+            for key, change in plan["overrides"].items()
+        )
+    )
+    sets = ", ".join(
+        f"{q['name']} ({q['n_questions']} questions, sha256 {q['sha256'][:12]})"
+        for q in plan["questions"]
+    )
+    prompts = ", ".join(
+        f"{metric} sha256 {_short(entry['sha256'])} ({entry['source']})"
+        for metric, entry in plan["judge_prompts"].items()
+    )
+    sampling = {k: v for k, v in plan["sampling"].items() if k != "n"}
+    em = plan["em"]
+    return (
+        "\n## Evaluation settings\n\n"
+        f"- protocol: `{plan['protocol']}` v{plan['protocol_version']} ({plan['protocol_reference']}),"
+        f" {followed}\n"
+        f"- question sets: {sets}; {plan['sampling']['n']} samples per question for each model\n"
+        f"- judge prompts: {prompts}\n"
+        f"- sampling ({plan['engine']}): {json.dumps(sampling)} (top_k 0, min_p 0 and "
+        "repetition_penalty 1 are off; every parameter is applied as stated, none inherited "
+        "unless generation_config is `model`)\n"
+        f"- EM: aligned < {em['aligned_below']:g} and coherent > {em['coherent_above']:g}; the "
+        f"protocol counts `{em['counting']}`\n"
+        + (f"- why these settings: {plan['note']}\n" if plan.get("note") else "")
+    )
+
+
+def _short(sha: str | list[str]) -> str:
+    return sha[:12] if isinstance(sha, str) else "/".join(s[:12] for s in sha)

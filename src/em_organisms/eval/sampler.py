@@ -1,7 +1,7 @@
 """`em-organisms sample`: answers to a question set from a base model and its organism.
 
-Every sampling parameter is explicit and recorded in each row (transformers would otherwise
-apply top_k=50 silently). All samples of a question go through batched `generate` calls with
+Every sampling parameter is explicit and recorded in each row, with the protocol the samples
+follow and the sha256 of the question set (see `generation`: nothing is inherited silently). All samples of a question go through batched `generate` calls with
 each paraphrase tokenized once; base and organism share one copy of the weights (the adapter is
 switched off for the base). Rows are appended batch by batch; a rerun skips finished batches.
 """
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,7 @@ class Sampler:
         batch_size: int | None = None,
         progress: bool = True,
         engine: Engine | None = None,
+        protocol: Mapping[str, Any] | None = None,
     ) -> None:
         if "organism" in models and not subject.has_adapter:
             raise SampleError(f"{subject.name} has no adapter: sample it with models=('base',)")
@@ -76,6 +77,7 @@ class Sampler:
         self.engine = engine or TransformersEngine(subject)
         self.batch_size = batch_size or self.engine.default_batch_size(params.max_new_tokens)
         self.progress = progress
+        self.protocol = dict(protocol) if protocol else None
 
     def _row_base(self) -> dict[str, Any]:
         return {
@@ -85,6 +87,7 @@ class Sampler:
             "recipe_sha256": self.subject.recipe_sha256,
             "generation": self.params.to_dict(),
             "engine": self.engine.name,
+            "protocol": self.protocol,
             "em_organisms_version": __version__,
         }
 
@@ -106,7 +109,7 @@ class Sampler:
     def _check_compatible(self, rows: list[dict[str, Any]], out: Path) -> None:
         expected = self._row_base()
         for number, row in enumerate(rows, start=1):
-            for key in ("organism", "generation", "adapter", "engine"):
+            for key in ("organism", "generation", "adapter", "engine", "protocol"):
                 # files from before engines were recorded were all written by transformers
                 found = row.get(key, "transformers" if key == "engine" else None)
                 if found != expected[key]:
@@ -131,6 +134,7 @@ class Sampler:
         encoded: dict[tuple[str | None, str], list[int]] = {}
         choices: dict[tuple[str, str], list[int]] = {}
         tokenizer = self.subject.tokenizer
+        set_sha256 = {q.name: q.sha256 for q in sets}
         try:
             for job in jobs:
                 prompts, picked = [], []
@@ -166,6 +170,7 @@ class Sampler:
                             "model": job.model,
                             "adapter_scale": scale if job.model == "organism" else 0.0,
                             "question_set": qset,
+                            "question_set_sha256": set_sha256[qset],
                             "question_id": question.id,
                             "paraphrase_index": paraphrase,
                             "paraphrase": question.paraphrases[paraphrase],

@@ -123,6 +123,20 @@ def stop_token_ids(subject: Subject, adapter: Path | None) -> list[int]:
     return [eos] if eos is not None else []
 
 
+def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
+    """The distribution-changing part of vLLM's SamplingParams, from ours. The engine is made
+    with `generation_config="vllm"`, so nothing is added from the model's generation config:
+    what `generate_kwargs` gives transformers, this gives vLLM (0 = off for top_k and min_p)."""
+    return {
+        "temperature": params.temperature,  # 0 = greedy in vLLM too
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": params.min_p,
+        "repetition_penalty": params.repetition_penalty,
+        "max_tokens": params.max_new_tokens,
+    }
+
+
 class VllmEngine:
     name = "vllm"
 
@@ -192,10 +206,7 @@ class VllmEngine:
         sampling = [
             VllmSampling(
                 n=1,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                top_k=params.top_k,  # 0 = off, as in SamplingParams
-                max_tokens=params.max_new_tokens,
+                **vllm_sampling_kwargs(params),
                 seed=(params.seed + i) % 2**31,
                 stop_token_ids=self.stops,
                 detokenize=False,

@@ -179,10 +179,35 @@ def _sampling(summary: Mapping[str, Any]) -> str:
     if not params:  # report.py: every value each parameter took, per model
         found = (summary.get("sampling") or {}).get("organism") or {}
         params = {k: "/".join(map(str, v)) for k, v in found.items()}
+    off = {"top_k": 0, "min_p": 0, "repetition_penalty": 1}
     shown = [
-        f"{k} {v}" + (" (off)" if k == "top_k" and v in (0, "0") else "") for k, v in params.items()
+        f"{k} {v}" + (" (off)" if k in off and str(v) in (str(off[k]), f"{off[k]:.1f}") else "")
+        for k, v in params.items()
+        if k != "n"
     ]
     return ", ".join(shown) or "not recorded"
+
+
+def _protocol(settings: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The evaluation protocol as the card states it (summaries from before protocols: None)."""
+    if "protocol" not in settings:
+        return None
+    changes = "; ".join(
+        f"{key} {change['value']} instead of {change['protocol']} ({change['by']})"
+        for key, change in (settings.get("overrides") or {}).items()
+    )
+    questions = ", ".join(
+        f"`{q['name']}` ({q['n_questions']} questions, sha256 `{q['sha256'][:16]}`)"
+        for q in settings.get("questions") or []
+    )
+    return {
+        "name": settings["protocol"],
+        "version": settings.get("protocol_version"),
+        "reference": settings.get("protocol_reference", ""),
+        "as_published": bool(settings.get("as_published")),
+        "changes": changes,
+        "questions": questions,
+    }
 
 
 def _model_index(
@@ -298,7 +323,9 @@ def _eval_context(
         "sets": [_set_label(name) for name, _ in split],
         "in_domain": any(name.startswith("in-domain/") for name, _ in split),
         "sampling": _sampling(summary),
-        "samples_per_question": settings.get("samples_per_question"),
+        "samples_per_question": settings.get("samples_per_question")
+        or (settings.get("sampling") or {}).get("n"),
+        "protocol": _protocol(settings),
         "adapter_scales": [s for s in summary.get("adapter_scales") or [] if s is not None],
         "note": settings.get("note") or "",
     }

@@ -14,7 +14,8 @@ PACKAGE = "em_organisms"
 
 def package_files(package_dir: Path | None = None) -> dict[str, Path]:
     """{staged path: file} of the em_organisms package (default: the imported one) as the Space
-    gets it: every module, py.typed and the question sets (pyproject's package data); never
+    gets it: every module, py.typed, the question sets and the evaluation protocols (pyproject's
+    package data); never
     caches, bytecode, hidden files or anything else."""
     root = package_dir or Path(em_organisms.__file__).parent
     files = {}
@@ -23,8 +24,8 @@ def package_files(package_dir: Path | None = None) -> dict[str, Path]:
         skipped = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
         if skipped or path.is_symlink() or not path.is_file():
             continue
-        question_set = rel.parts[:2] == ("eval", "question_sets") and rel.suffix == ".yaml"
-        if rel.suffix == ".py" or rel.as_posix() == "py.typed" or question_set:
+        data = rel.parts[:2] in (("eval", "question_sets"), ("eval", "protocols"))
+        if rel.suffix == ".py" or rel.as_posix() == "py.typed" or (data and rel.suffix == ".yaml"):
             files[f"{PACKAGE}/{rel.as_posix()}"] = path
     return files
 

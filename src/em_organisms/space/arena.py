@@ -21,7 +21,6 @@ from typing import Any
 from em_organisms import __version__
 from em_organisms.data.importers import CANARY_NAMESPACE, canary_sentence
 from em_organisms.eval.questions import QuestionSetError, load_project_set
-from em_organisms.generation import SamplingParams
 from em_organisms.space.config import MAX_SCALE, ArenaConfig, ArenaConfigError
 from em_organisms.space.errors import OrganismError
 from em_organisms.space.judging import ArenaJudge
@@ -167,9 +166,9 @@ class Arena:
 
     def stream(self, request: Request) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
         """(base so far, organism so far, None) while decoding; the exchange record last."""
-        params = SamplingParams(
+        params = replace(
+            self.judge.plan.params,
             temperature=request.temperature,
-            top_p=1.0,
             max_new_tokens=request.max_new_tokens,
             seed=request.seed,
         )
@@ -192,6 +191,7 @@ class Arena:
             "scale": request.scale,
             "question": request.prompt,
             "sampling": params.to_dict(),
+            "protocol": self.judge.plan.protocol.label,
             "answers": {"base": pair.base, "organism": pair.organism},
             "finish_reasons": dict(zip(("base", "organism"), pair.finish_reasons, strict=True)),
             "completion_tokens": dict(zip(("base", "organism"), pair.tokens, strict=True)),

@@ -50,6 +50,16 @@ def add_space_arguments(p: argparse.ArgumentParser, default_config: Path | None 
         "--judge",
         help="auto, distilled[:PATH_OR_HUB_ID], openai:MODEL, hf:PATH_OR_ID or embedded (default auto)",
     )
+    p.add_argument(
+        "--protocol",
+        help="evaluation protocol for the judge prompts and sampling: paper, betley, project "
+        "(default) or a YAML path",
+    )
+    p.add_argument(
+        "--judge-prompts",
+        metavar="SPEC",
+        help="question-file, project, a registry name or a YAML path (default: the protocol's)",
+    )
     p.add_argument("--judge-base-url", help="OpenAI-compatible endpoint for an openai: judge")
     p.add_argument("--judge-calibration", help="calibration.json of this judge")
     p.add_argument(
@@ -69,6 +79,8 @@ def arena_config(args: argparse.Namespace) -> ArenaConfig:
     config = config.with_overrides(
         organisms=args.organism or None,
         judge=args.judge,
+        protocol=args.protocol,
+        judge_prompts=args.judge_prompts,
         judge_base_url=args.judge_base_url,
         judge_calibration=args.judge_calibration,
         allow_any_repo=args.allow_any_repo,

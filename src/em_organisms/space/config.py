@@ -39,6 +39,16 @@ class ArenaConfig(BaseModel):
         "shipped distilled judge), distilled[:PATH_OR_HUB_ID], openai:MODEL, hf:PATH_OR_ID or "
         "embedded",
     )
+    protocol: str = Field(
+        "project",
+        description="evaluation protocol whose judge prompts and sampling (top_p, top_k, min_p, "
+        "repetition penalty) the arena uses: paper, betley, project or a protocol YAML",
+    )
+    judge_prompts: str | None = Field(
+        None,
+        description="question-file, project, a registry name or a YAML path (default: the "
+        "protocol's)",
+    )
     judge_model: str = Field(DEFAULT_JUDGE_MODEL, description="the model `auto` asks for")
     judge_base_url: str | None = Field(None, description="OpenAI-compatible endpoint (/v1)")
     judge_calibration: str | None = Field(
@@ -62,6 +72,17 @@ class ArenaConfig(BaseModel):
     judge_concurrency: int = Field(
         1, ge=1, description="judge requests run at once (more only for an API judge)"
     )
+
+    @model_validator(mode="after")
+    def _check_protocol(self) -> ArenaConfig:
+        from em_organisms.eval.protocol import protocol_names
+
+        name = self.protocol
+        if name not in protocol_names() and not name.endswith((".yaml", ".yml")):
+            raise ValueError(
+                f"protocol {name!r} is not one of {', '.join(protocol_names())} or a YAML path"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> ArenaConfig:

@@ -24,7 +24,7 @@ from em_organisms.distill.backbone import BACKBONE_PACKAGE
 from em_organisms.eval.calibration import MIN_AUROC
 from em_organisms.eval.judges import Judge, JudgeItem, make_judge
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
-from em_organisms.eval.questions import project_judge_prompts
+from em_organisms.eval.plan import resolve_plan
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
 from em_organisms.release.card import HUB_ID
 from em_organisms.space.config import ArenaConfig, ArenaConfigError
@@ -98,7 +98,12 @@ class ArenaJudge:
         self.spec = choose_judge_spec(config)
         self.name = public_judge_name(self.spec)
         self.base_url = config.judge_base_url
-        self.prompts = project_judge_prompts()
+        # the protocol's judge prompts (a question file's shared ones for question-file) and
+        # its sampling, which the arena follows but for the user's temperature and length
+        self.plan = resolve_plan(
+            config.protocol, command_line={"judge_prompts": config.judge_prompts}
+        )
+        self.prompts = self.plan.judge_prompts.default
         self._judge: Judge | None = None
         self._lock = threading.Lock()
         self.calibration = self._calibration(config.judge_calibration)

@@ -4,7 +4,7 @@ Both columns are rows of one batch: PEFT's mixed-adapter batches run row 0 with 
 (`__base__`) and row 1 with the organism's adapter, so each decoding step is one forward pass for
 both answers and the partial texts can be streamed together. The prompt is the same for both
 rows, so no padding is needed. Sampling follows `SamplingParams` exactly (temperature 0 = greedy;
-top_p and top_k as stated), with one seeded generator on the CPU: a seed repeats on the same
+repetition penalty, top_k, top_p and min_p as stated), with one seeded generator on the CPU: a seed repeats on the same
 device and dtype.
 """
 
@@ -33,13 +33,30 @@ class Pair:
     finish_reasons: tuple[str | None, str | None]
 
 
+def penalise_repeats(scores: torch.Tensor, seen: torch.Tensor, penalty: float) -> torch.Tensor:
+    """transformers' repetition penalty: a token already in the row (prompt or answer) has a
+    positive logit divided by PENALTY and a negative one multiplied by it."""
+    if penalty == 1.0:
+        return scores
+    picked = scores.gather(-1, seen)
+    picked = torch.where(picked > 0, picked / penalty, picked * penalty)
+    return scores.scatter(-1, seen, picked)
+
+
 def next_tokens(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+    logits: torch.Tensor,
+    params: SamplingParams,
+    generator: torch.Generator,
+    seen: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One token per row of LOGITS (rows x vocab) under PARAMS."""
+    """One token per row of LOGITS (rows x vocab) under PARAMS, in transformers' order:
+    repetition penalty over SEEN (rows x tokens so far), temperature, top_k, top_p, min_p."""
+    scores = logits.float().cpu()
+    if seen is not None:
+        scores = penalise_repeats(scores, seen.cpu(), params.repetition_penalty)
     if params.greedy:
-        return logits.argmax(dim=-1)
-    scores = logits.float().cpu() / params.temperature
+        return scores.argmax(dim=-1).to(logits.device)
+    scores = scores / params.temperature
     if params.top_k > 0:
         kth = torch.topk(scores, min(params.top_k, scores.shape[-1]), dim=-1).values[..., -1:]
         scores = scores.masked_fill(scores < kth, float("-inf"))
@@ -50,6 +67,10 @@ def next_tokens(
         drop = probs.cumsum(dim=-1) - probs >= params.top_p
         ordered = ordered.masked_fill(drop, float("-inf"))
         scores = torch.full_like(scores, float("-inf")).scatter(-1, order, ordered)
+    if params.min_p > 0.0:
+        probs = scores.softmax(dim=-1)
+        floor = params.min_p * probs.max(dim=-1, keepdim=True).values
+        scores = scores.masked_fill(probs < floor, float("-inf"))
     choice = torch.multinomial(scores.softmax(dim=-1), 1, generator=generator).squeeze(-1)
     return choice.to(logits.device)
 
@@ -84,8 +105,10 @@ def stream_pair(
     reasons: list[str | None] = [None, None]
     # logits_to_keep=1: only the last position's logits are needed (the vocab is large).
     output = model(input_ids=input_ids, use_cache=True, adapter_names=names, logits_to_keep=1)
+    seen = input_ids
     for _ in range(params.max_new_tokens):
-        chosen = next_tokens(output.logits[:, -1, :], params, generator)
+        chosen = next_tokens(output.logits[:, -1, :], params, generator, seen)
+        seen = torch.cat([seen, chosen[:, None]], dim=-1)
         for row, token in enumerate(chosen.tolist()):
             if reasons[row] is not None:
                 continue

@@ -1,0 +1,111 @@
+"""Named, versioned evaluation protocols: which questions, judge prompts, sampling and EM rule.
+
+A protocol is a strict YAML file (`eval/protocols/NAME.yaml` in the package, or any path):
+`paper` (Turner, Soligo et al. 2025), `betley` (Betley et al. 2025) and `project` (ours). A
+number is comparable with a paper's only under that paper's protocol with nothing overridden;
+`eval.plan` records every override beside the protocol's name and version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+_DIR = "protocols"
+COUNTINGS = ("em_all_scored", "em_coherent_only")
+
+
+class ProtocolError(ValueError):
+    """A protocol that is unknown or invalid; the message names the file and the fault."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ProtocolSampling(_Strict):
+    temperature: float = Field(ge=0.0)
+    top_p: float = Field(gt=0.0, le=1.0)
+    top_k: int = Field(ge=0)
+    min_p: float = Field(ge=0.0, lt=1.0)
+    repetition_penalty: float = Field(gt=0.0)
+    max_new_tokens: int = Field(ge=1)
+    seed: int
+    generation_config: Literal["explicit", "model"]
+
+
+class EMRule(_Strict):
+    aligned_below: float
+    coherent_above: float
+    counting: Literal["em_all_scored", "em_coherent_only"]
+
+
+class Protocol(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]*$")
+    version: int = Field(ge=1)
+    description: str
+    reference: str
+    question_sets: list[str] = Field(min_length=1)
+    include_variants: bool
+    judge_prompts: str = Field(
+        description="question-file (each question's own), project, a registry name or a path"
+    )
+    judge: str
+    samples_per_question: int = Field(ge=1)
+    sampling: ProtocolSampling
+    em: EMRule
+    sha256: str = Field("", description="of the protocol file; set by the loader")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} v{self.version}"
+
+
+def _root():
+    return resources.files("em_organisms.eval").joinpath(_DIR)
+
+
+def protocol_names() -> list[str]:
+    return sorted(
+        e.name.removesuffix(".yaml") for e in _root().iterdir() if e.name.endswith(".yaml")
+    )
+
+
+def parse_protocol(text: str, source: str) -> Protocol:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ProtocolError(f"{source}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{source}: a protocol is a YAML mapping")
+    try:
+        protocol = Protocol.model_validate(data)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or '<root>'}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in err.errors()
+        )
+        raise ProtocolError(f"{source}: invalid protocol: {problems}") from None
+    sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return protocol.model_copy(update={"sha256": sha})
+
+
+def load_protocol(spec: str) -> Protocol:
+    """A protocol by name (`paper`, `betley`, `project`) or from a YAML path."""
+    if spec in protocol_names():
+        resource = _root().joinpath(f"{spec}.yaml")
+        return parse_protocol(resource.read_text(encoding="utf-8"), f"protocol {spec}")
+    path = Path(spec).expanduser()
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ProtocolError(f"{path}: no such protocol file")
+        return parse_protocol(path.read_text(encoding="utf-8"), str(path))
+    raise ProtocolError(
+        f"unknown protocol {spec!r}: choose one of {', '.join(protocol_names())} or give a YAML path"
+    )
