@@ -207,9 +207,11 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.distill.run import DistillError
     from em_organisms.distill.teacher import TeacherDataError
     from em_organisms.eval.engines import EngineError
+    from em_organisms.eval.protocol import ProtocolError
     from em_organisms.eval.questions import QuestionSetError
     from em_organisms.eval.registry import RegistryError
     from em_organisms.eval.sampler import SampleError
+    from em_organisms.generation import SamplingError
     from em_organisms.models import ModelLoadError
     from em_organisms.recipes import RecipeError
     from em_organisms.release.stage import ReleaseError
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         BackboneError,
         DistillError,
         TeacherDataError,
+        ProtocolError,
+        SamplingError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

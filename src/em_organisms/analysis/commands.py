@@ -51,7 +51,7 @@ def _cmd_phase(args: argparse.Namespace) -> int:
         )
     result = run_phase(
         args.run, args.out, ks=args.k or None, threshold=args.threshold, sweep=sweep,
-        device=args.device,
+        device=args.device, magnitude_cut=args.magnitude_cut,
     )  # fmt: skip
     step = result["rotation_step"]
     print(
@@ -70,10 +70,21 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
         "--k", type=int, action="append", default=[], metavar="STEPS",
-        help="local-cosine offset in steps (repeatable; default 1, 2 and 3 recording intervals)",
+        help="local-cosine offset in training steps (repeatable; default 5, 10 and 15 as in the "
+        "paper), mapped onto whole recording intervals",
     )  # fmt: skip
     p.add_argument(
-        "--threshold", type=float, default=0.5, help="local cosine below which a turn counts"
+        "--threshold",
+        type=float,
+        default=-0.5,
+        help="local cosine (the paper's convention: -1 on a straight path) above which, at "
+        "every k, a peak counts as a turn (default -0.5)",
+    )
+    p.add_argument(
+        "--magnitude-cut",
+        type=float,
+        help="count a step only where its larger displacement norm exceeds this (default: the "
+        "paper's, 0.0035 for Qwen and 0.002 for Llama and Gemma; none for other models)",
     )
     p.add_argument("--no-sweep", action="store_true", help="skip the behavioural sweep")
     p.add_argument(
@@ -97,7 +108,11 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         "--sweep-step", type=int, action="append", default=[], metavar="STEP",
         help="a checkpoint step to sweep (repeatable; default: --sweep-count spread evenly)",
     )  # fmt: skip
-    p.add_argument("--sweep-count", type=int, default=4, help="checkpoints to sweep (default 4)")
+    p.add_argument(
+        "--sweep-count",
+        type=int,
+        help="checkpoints to sweep, spread evenly (default: every checkpoint, as the paper)",
+    )
     p.add_argument(
         "--scales",
         type=_floats,

@@ -19,8 +19,20 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from em_organisms import __version__
-from em_organisms.analysis.rotation import DEFAULT_THRESHOLD, Rotation, analyse, peak_step, stack
+from em_organisms.analysis.rotation import (
+    CONVENTION,
+    DEFAULT_THRESHOLD,
+    PAPER_KS,
+    Rotation,
+    analyse,
+    comp_curve,
+    default_magnitude_cut,
+    peak_step,
+    stack,
+)
 from em_organisms.analysis.trajectory import Trajectory, describe, gradient_curve, load_trajectory
 
 DEFAULT_SCALES = (1.0, 5.0, 10.0, 20.0)
@@ -38,35 +50,60 @@ class SweepOptions:
     judge: str | None = None  # None: the protocol's judge
     judge_base_url: str | None = None
     steps: list[int] = field(default_factory=list)  # empty: `count` spread over the checkpoints
-    count: int = 4
+    count: int | None = None  # None: every checkpoint, as the paper
     scales: tuple[float, ...] = DEFAULT_SCALES
     protocol: str | None = None  # None: project
     changes: dict[str, Any] = field(default_factory=dict)
     calibration_pairs: int = 10
 
 
-def default_ks(trajectory: Trajectory) -> list[int]:
-    """1, 2 and 3 recording intervals, as far as the run is long enough to reach some step."""
-    every = trajectory.steps[1] - trajectory.steps[0]
-    reach = (len(trajectory.steps) - 1) // 2
-    return [every * o for o in (1, 2, 3) if o <= reach] or [every]
-
-
 def _slug(module: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", module).strip("_")
 
 
+def base_model_name(trajectory: Trajectory) -> str | None:
+    """What the run trained from: its run.json, else its first checkpoint's adapter config."""
+    from em_organisms.models import resolve_model
+
+    if trajectory.base_spec:
+        return resolve_model(trajectory.base_spec).hub_id or trajectory.base_spec
+    for folder in trajectory.checkpoints.values():
+        config = Path(folder) / "adapter_config.json"
+        if config.is_file():
+            return json.loads(config.read_text()).get("base_model_name_or_path")
+    return None
+
+
 def analyse_trajectory(
-    trajectory: Trajectory, ks: list[int], threshold: float
-) -> dict[str, Rotation]:
+    trajectory: Trajectory, ks: list[int], threshold: float, cut: float
+) -> tuple[dict[str, Rotation], dict[str, Rotation]]:
+    """(B rotations, A rotations) per module; with several modules, B's stacked too."""
+    steps = trajectory.steps
     found = {
-        m: analyse(trajectory.steps, trajectory.b_vectors(m), ks, threshold)
-        for m in trajectory.modules
+        m: analyse(steps, trajectory.b_vectors(m), ks, threshold, cut) for m in trajectory.modules
     }
     if len(found) > 1:
         vectors = stack({m: trajectory.b_vectors(m) for m in trajectory.modules})
-        found[COMBINED] = analyse(trajectory.steps, vectors, ks, threshold)
-    return found
+        found[COMBINED] = analyse(steps, vectors, ks, threshold, cut)
+    a_found = {
+        m: analyse(steps, trajectory.a_vectors(m), ks, threshold, cut) for m in trajectory.modules
+    }
+    return found, a_found
+
+
+def comp_scores(trajectory: Trajectory) -> dict[str, list[float | None]]:
+    """The paper's comp score (eq. 1) of each step's B vectors with the final step's, for every
+    group of two or more adapters whose B has the same output size (one row per adapter and rank,
+    de-meaned over steps)."""
+    groups: dict[int, list[np.ndarray]] = {}
+    for module in trajectory.modules:
+        b = trajectory.weights[f"{module}.lora_B"]  # (steps, out, rank)
+        groups.setdefault(b.shape[1], []).append(np.swapaxes(b, 1, 2))
+    return {
+        f"{len(parts)} adapters, B of size {size}": comp_curve(np.concatenate(parts, axis=1))
+        for size, parts in sorted(groups.items())
+        if len(parts) > 1
+    }
 
 
 def run_phase(
@@ -77,34 +114,58 @@ def run_phase(
     sweep: SweepOptions | None = None,
     device: str | None = None,
     progress: bool = True,
+    magnitude_cut: float | None = None,
 ) -> dict[str, Any]:
-    from em_organisms.analysis.plots import plot_mechanics, plot_pca, plot_sweep
+    """KS are offsets in training steps (default the paper's 5, 10 and 15); MAGNITUDE_CUT the
+    noise cut on the step size (default: the paper's for the base model's family, else none)."""
+    from em_organisms.analysis.plots import plot_comp, plot_mechanics, plot_pca, plot_sweep
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     trajectory = load_trajectory(source)
-    ks = ks or default_ks(trajectory)
-    rotations = analyse_trajectory(trajectory, ks, threshold)
+    ks = ks or list(PAPER_KS)
+    if magnitude_cut is None:
+        magnitude_cut, cut_source = default_magnitude_cut(base_model_name(trajectory))
+    else:
+        cut_source = "given"
+    rotations, rotations_a = analyse_trajectory(trajectory, ks, threshold, magnitude_cut)
     primary = COMBINED if COMBINED in rotations else trajectory.modules[0]
     grad_steps, grad_norms = gradient_curve(trajectory.training_log)
     grad_peak = peak_step(grad_steps, grad_norms)
     plots = []
-    for name, rotation in rotations.items():
-        mechanics, pca = f"mechanics_{_slug(name)}.png", f"pca_{_slug(name)}.png"
-        plot_mechanics(rotation, grad_steps, grad_norms, out / mechanics, title=name)
-        plot_pca(rotation, out / pca, title=name)
-        plots += [mechanics, pca]
+    for prefix, found in (("", rotations), ("A_", rotations_a)):
+        for name, rotation in found.items():
+            mechanics, pca = (
+                f"mechanics_{prefix}{_slug(name)}.png",
+                f"pca_{prefix}{_slug(name)}.png",
+            )
+            title = f"{'A' if prefix else 'B'}: {name}"
+            which = "A" if prefix else "B"
+            plot_mechanics(rotation, grad_steps, grad_norms, out / mechanics, title, which)
+            plot_pca(rotation, out / pca, title=title)
+            plots += [mechanics, pca]
+    comp = comp_scores(trajectory)
+    if comp:
+        plot_comp(trajectory.steps, comp, out / "comp_score.png")
+        plots.append("comp_score.png")
+    head = rotations[primary]
     result: dict[str, Any] = {
         "em_organisms_version": __version__,
         "trajectory": describe(trajectory),
+        "local_cosine_convention": CONVENTION,
         "ks": ks,
+        "ks_used": head.ks,
         "threshold": threshold,
+        "magnitude_cut": magnitude_cut,
+        "magnitude_cut_source": cut_source,
         "primary": primary,
-        "rotation_step": rotations[primary].rotation_step,
-        "min_local_cosine": rotations[primary].min_local_cosine,
-        "candidate_step": rotations[primary].candidate_step,
+        "rotation_step": head.rotation_step,
+        "peak_local_cosine": head.peak_local_cosine,
+        "candidate_step": head.candidate_step,
         "grad_norm_peak_step": grad_peak,
         "rotations": {name: asdict(r) for name, r in rotations.items()},
+        "rotations_a": {name: asdict(r) for name, r in rotations_a.items()},
+        "comp_score": {"steps": trajectory.steps, "curves": comp} if comp else None,
         "gradient": {"steps": grad_steps, "grad_norm": grad_norms},
         "sweep": None,
         "plots": plots,
@@ -129,7 +190,8 @@ def _sweep(
     from em_organisms.generation import model_generation_config
     from em_organisms.models import resolve_model
 
-    steps = options.steps or pick_steps(sorted(trajectory.checkpoints), options.count)
+    available = sorted(trajectory.checkpoints)
+    steps = options.steps or pick_steps(available, options.count or len(available))
     check_steps(trajectory, steps)  # before the judge is loaded and calibrated
     plan = resolve_plan(
         options.protocol,
@@ -179,26 +241,43 @@ def summary_markdown(result: dict[str, Any]) -> str:
     if t["set_aside_steps"]:
         lines.append(f"Set aside (off the even step grid): {t['set_aside_steps']}.")
     step = result["rotation_step"]
+    ks = ", ".join(f"{k}" if k == u else f"{k} (as {u})" for k, u in result["ks_used"].items())
+    peak = result["peak_local_cosine"]
     lines += [
+        "",
+        f"Local cosine: {result['local_cosine_convention']}; offsets k = {ks} steps; noise cut "
+        f"{result['magnitude_cut']:g} on the step size ({result['magnitude_cut_source']}).",
         "",
         f"- Maximum rotation ({result['primary']}): "
         + (
-            f"**step {step}** (local cosine {result['min_local_cosine']:.2f} < "
-            f"{result['threshold']} at every k in {result['ks']})"
+            f"**step {step}** (local cosine {peak:.2f} > {result['threshold']} at every k)"
             if step is not None
             else "none found"
             + (
-                f" (lowest mean local cosine {result['min_local_cosine']:.2f} at step "
-                f"{result['candidate_step']}, not below {result['threshold']} at every k in "
-                f"{result['ks']})"
+                f" (highest mean local cosine {peak:.2f} at step {result['candidate_step']}, "
+                f"not above {result['threshold']} at every k)"
                 if result["candidate_step"] is not None
-                else f" (the run is too short for k in {result['ks']})"
+                else " (the run is too short for these k, or every step is below the noise cut)"
             )
         ),
         f"- Gradient-norm peak: step {result['grad_norm_peak_step']}"
         if result["grad_norm_peak_step"] is not None
         else "- Gradient-norm peak: no training log",
     ]
+    a_steps = {m: r["rotation_step"] for m, r in result.get("rotations_a", {}).items()}
+    if a_steps:
+        lines.append(
+            "- A vectors: "
+            + "; ".join(
+                f"{m}: {'step ' + str(s) if s is not None else 'no turn'}"
+                for m, s in a_steps.items()
+            )
+        )
+    if comp := result.get("comp_score"):
+        for name, curve in comp["curves"].items():
+            known = [v for v in curve[:-1] if v is not None]
+            span = f"{min(known):.2f} to {max(known):.2f}" if known else "n/a"
+            lines.append(f"- Comp score with the final step ({name}): {span} (`comp_score.png`)")
     sweep = result["sweep"]
     if sweep:
         calibration = sweep["calibration"]

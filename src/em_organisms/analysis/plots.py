@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from em_organisms.analysis.rotation import Rotation, peak_step
+from em_organisms.analysis.rotation import Rotation, peak_step, rolling_mean
 
 CONVENTION = "em_all_scored"
 
@@ -34,22 +34,25 @@ def plot_mechanics(
     grad_norms: Sequence[float | None],
     path: Path,
     title: str = "",
+    which: str = "B",
 ) -> None:
-    """B norm, cosine to final, local cosine per k and gradient norm over one step axis."""
+    """The vector's norm, cosine to final, local cosine per k (the paper's convention: -1 on a
+    straight path, a turn is a peak) and gradient norm over one step axis."""
     has_grad = any(v is not None and math.isfinite(v) for v in grad_norms)
     panels = 4 if has_grad else 3
     fig = _figure(8.0, 2.2 * panels + 0.6)
     axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     steps = rotation.steps
     axes[0].plot(steps, rotation.norm, color="tab:blue")
-    axes[0].set_ylabel("B norm")
+    axes[0].set_ylabel(f"{which} norm")
     axes[1].plot(steps, _values(rotation.cosine_to_final), color="tab:green")
     axes[1].set_ylabel("cos to final")
     for k, curve in sorted(rotation.local_cosine.items()):
         axes[2].plot(steps, _values(curve), marker="o", ms=3, label=f"k={k}")
     axes[2].axhline(rotation.threshold, ls="--", color="gray", lw=1, label="threshold")
-    axes[2].set_ylabel("local cosine")
-    axes[2].legend(fontsize=7, loc="lower left")
+    axes[2].set_ylabel("local cosine\n(-1 = straight)")
+    axes[2].set_ylim(-1.05, 1.05)
+    axes[2].legend(fontsize=7, loc="upper left")
     peak = peak_step(grad_steps, grad_norms) if has_grad else None
     if has_grad:
         axes[3].plot(list(grad_steps), _values(grad_norms), color="tab:orange")
@@ -99,6 +102,21 @@ def plot_pca(rotation: Rotation, path: Path, title: str = "") -> None:
     ax.set_ylabel(f"PC2 ({100 * second:.1f}% of variance)")
     ax.legend(fontsize=8)
     ax.set_title(title or "adapter trajectory (PCA)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def plot_comp(steps: Sequence[int], curves: dict[str, list[float | None]], path: Path) -> None:
+    """The comp score (the paper's eq. 1) of each step's adapters with the final step's."""
+    fig = _figure(8.0, 3.4)
+    ax = fig.subplots()
+    for name, curve in curves.items():
+        ax.plot(list(steps), _values(curve), marker="o", ms=3, label=name)
+    ax.set(xlabel="training step", ylabel="comp score with the final step", ylim=(-0.02, 1.02))
+    ax.set_title(
+        "||M^T M'||_F / (||M||_F ||M'||_F), de-meaned (arXiv 2506.11613 eq. 1)", fontsize=10
+    )
+    ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -154,10 +172,16 @@ def plot_sweep(
             alpha=0.2,
             lw=0,
         )
+        smooth = rolling_mean([c["rate"] for _, c in known], grid.get("rolling_window", 3))
+        ax.plot(xs, _values(smooth), ls="--", lw=1.5, color=line[0].get_color())
     if step_axis is not None:
         ax.set_xlim(*step_axis)
     ax.set(xlabel="training step", ylabel=f"EM rate ({CONVENTION})", ylim=(-0.02, 1.02))
-    ax.set_title("EM rate over training, Wilson 95% bands", fontsize=10)
+    window = grid.get("rolling_window", 3)
+    ax.set_title(
+        f"EM rate over training, Wilson 95% bands; dashed: rolling mean over {window} steps",
+        fontsize=10,
+    )
     if ax.get_legend_handles_labels()[0]:
         ax.legend(title="scale", fontsize=8)
     else:  # an empty frame would look like a rate of nothing

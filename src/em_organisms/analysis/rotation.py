@@ -1,15 +1,24 @@
 """Where an adapter's direction turns during training: the mechanistic half of the phase transition.
 
-Input: one vector per recorded step (a rank-1 adapter's B, or several adapters' vectors stacked
-into one, each de-meaned over steps first when they are combined). Output, all pure numpy:
+Input: one vector per recorded step (a rank-1 adapter's B or A, or several adapters' vectors
+stacked into one, each de-meaned over steps first). Output, all pure numpy:
 
 - the norm of the vector and its cosine to the final vector, per step;
-- the local cosine for an offset k: cos(v[t] - v[t-k], v[t+k] - v[t]), 1 while the vector keeps
-  moving the same way, dropping towards 0 (or below) where it turns;
+- the local cosine for an offset of k training steps, in the paper's convention (arXiv
+  2506.11613, App. F): cos(v[t-k] - v[t], v[t+k] - v[t]), both displacements measured from the
+  current point. On a straight path they point opposite ways, so it is -1; where the path turns
+  it rises (a peak). Offsets are given in steps (default 5, 10 and 15, as in the paper) and
+  mapped onto the recording interval;
+- a noise cut: a step counts for offset k only where the larger of its two displacements,
+  ||v[t-k] - v[t]|| and ||v[t+k] - v[t]||, exceeds `magnitude_cut` (the paper: 0.0035 for Qwen,
+  0.002 for its other models), so a near-still vector's random wobble is not read as a turn;
 - a 2-D PCA trajectory of the de-meaned vectors;
-- the step of maximum rotation: the minimum, over the steps every offset reaches, of the local
-  cosine averaged over the offsets; reported only when the local cosine there is below
-  `threshold` for every offset, so noise (which shows at small offsets only) reports none.
+- the step of maximum rotation: the maximum, over the steps every offset reaches and the cut
+  keeps, of the local cosine averaged over the offsets; reported only when the local cosine there
+  is above `threshold` for every offset, so noise (which shows at small offsets only) reports none;
+- for several adapters, the comp score of the paper's eq. 1, comp(M, M') = ||M^T M'||_F /
+  (||M||_F ||M'||_F), between each step's matrix of vectors (one row per adapter, de-meaned over
+  steps) and the final step's.
 """
 
 from __future__ import annotations
@@ -20,7 +29,23 @@ from itertools import pairwise
 
 import numpy as np
 
-DEFAULT_THRESHOLD = 0.5
+PAPER_KS = (5, 10, 15)
+DEFAULT_THRESHOLD = -0.5
+CONVENTION = (
+    "cos(v[t-k] - v[t], v[t+k] - v[t]) as in arXiv 2506.11613 App. F: -1 on a straight path, "
+    "a turn shows as a peak"
+)
+# The paper's noise cuts on the step size, by model family; none is known for other models.
+PAPER_MAGNITUDE_CUTS = {"qwen": 0.0035, "llama": 0.002, "gemma": 0.002}
+
+
+def default_magnitude_cut(base_model: str | None) -> tuple[float, str]:
+    """(cut, why) for a base model's name or Hub id."""
+    name = (base_model or "").lower()
+    for family, cut in PAPER_MAGNITUDE_CUTS.items():
+        if family in name:
+            return cut, f"the paper's cut for {family} models"
+    return 0.0, "no cut: the paper gives none for this model"
 
 
 @dataclass(frozen=True)
@@ -28,14 +53,18 @@ class Rotation:
     steps: list[int]
     norm: list[float]
     cosine_to_final: list[float]
-    local_cosine: dict[int, list[float | None]]  # k (in steps) -> per step; None where undefined
+    local_cosine: dict[
+        int, list[float | None]
+    ]  # effective k (steps) -> per step; None: not counted
     pca: list[tuple[float, float]]
     pca_explained: tuple[float, float]
     rotation_step: int | None
-    min_local_cosine: float | None
-    candidate_step: int | None  # where the local cosine is lowest, turn or not
+    peak_local_cosine: float | None
+    candidate_step: int | None  # where the local cosine peaks, turn or not
     threshold: float
-    skipped_ks: list[int] = field(default_factory=list)  # not multiples of the recording interval
+    magnitude_cut: float = 0.0
+    ks: dict[int, int] = field(default_factory=dict)  # k asked (steps) -> k used (steps)
+    cut_steps: dict[int, list[int]] = field(default_factory=dict)  # k -> steps below the cut
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -57,14 +86,32 @@ def interval(steps: Sequence[int]) -> int:
     return gaps.pop()
 
 
-def local_cosine(vectors: np.ndarray, offset: int) -> np.ndarray:
-    """cos(v[t] - v[t-o], v[t+o] - v[t]) per index t (NaN where t-o or t+o is out of range)."""
+def map_ks(ks: Sequence[int], every: int) -> dict[int, int]:
+    """Each offset asked for, in steps, as a whole number of recording intervals (at least
+    one), back in steps: what is really used when k is not a multiple of the interval."""
+    if any(k < 1 for k in ks):
+        raise ValueError(f"offsets k must be at least 1 step, got {sorted(ks)}")
+    return {k: max(1, round(k / every)) * every for k in sorted(set(ks))}
+
+
+def local_cosine(
+    vectors: np.ndarray, offset: int, cut: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """(cos(v[t-o] - v[t], v[t+o] - v[t]) per index t, mask of indices below the cut). NaN where
+    t-o or t+o is out of range, where a displacement is zero, and where both displacements'
+    norms are at most CUT."""
     out = np.full(len(vectors), np.nan)
+    below = np.zeros(len(vectors), dtype=bool)
     if len(vectors) > 2 * offset:
-        before = vectors[offset:-offset] - vectors[: -2 * offset]
-        after = vectors[2 * offset :] - vectors[offset:-offset]
-        out[offset:-offset] = _cosine(before, after)
-    return out
+        here = vectors[offset:-offset]
+        before = vectors[: -2 * offset] - here
+        after = vectors[2 * offset :] - here
+        size = np.maximum(np.linalg.norm(before, axis=-1), np.linalg.norm(after, axis=-1))
+        values = _cosine(before, after)
+        small = size <= cut if cut > 0 else np.zeros(len(size), dtype=bool)
+        out[offset:-offset] = np.where(small, np.nan, values)
+        below[offset:-offset] = small
+    return out, below
 
 
 def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
@@ -83,36 +130,55 @@ def pca_2d(vectors: np.ndarray) -> tuple[np.ndarray, tuple[float, float]]:
 
 def stack(vectors_by_module: dict[str, np.ndarray]) -> np.ndarray:
     """Several adapters as one vector per step: each module's vectors de-meaned over steps and
-    concatenated (the matrix analogue of a single rank-1 B)."""
+    concatenated (the local cosine of the adapters together)."""
     parts = [v.reshape(len(v), -1) for _, v in sorted(vectors_by_module.items())]
     return np.concatenate([p - p.mean(axis=0, keepdims=True) for p in parts], axis=1)
+
+
+def comp_score(m: np.ndarray, m_prime: np.ndarray) -> float | None:
+    """||M^T M'||_F / (||M||_F ||M'||_F) (the paper's eq. 1); None where either is zero."""
+    den = float(np.linalg.norm(m) * np.linalg.norm(m_prime))
+    if den == 0:
+        return None
+    return float(np.linalg.norm(m.T @ m_prime) / den)
+
+
+def comp_curve(matrices: np.ndarray) -> list[float | None]:
+    """The comp score of each step's matrix (steps, rows, dim) with the final step's, after
+    de-meaning every row over the steps."""
+    centred = matrices - matrices.mean(axis=0, keepdims=True)
+    return [comp_score(m, centred[-1]) for m in centred]
 
 
 def analyse(
     steps: Sequence[int],
     vectors: np.ndarray,
-    ks: Sequence[int],
+    ks: Sequence[int] = PAPER_KS,
     threshold: float = DEFAULT_THRESHOLD,
+    magnitude_cut: float = 0.0,
 ) -> Rotation:
     vectors = np.asarray(vectors, dtype=np.float64).reshape(len(steps), -1)
     if len(steps) < 3:
         raise ValueError(f"need at least 3 recorded steps to see a turn, got {len(steps)}")
     every = interval(steps)
-    offsets = {k: k // every for k in sorted(set(ks)) if k % every == 0 and k >= every}
-    skipped = sorted(set(ks) - set(offsets))
-    curves = {k: local_cosine(vectors, o) for k, o in offsets.items()}
+    mapped = map_ks(ks, every)
+    curves, cut_steps = {}, {}
+    for k in sorted(set(mapped.values())):
+        curve, below = local_cosine(vectors, k // every, magnitude_cut)
+        curves[k] = curve
+        cut_steps[k] = [int(s) for s, b in zip(steps, below, strict=True) if b]
     usable = {k: c for k, c in curves.items() if np.isfinite(c).any()}
-    rotation_step, lowest, candidate = None, None, None
+    rotation_step, peak, candidate = None, None, None
     if usable:
         table = np.vstack(list(usable.values()))
-        # Only steps every offset reaches: at the edges a small offset alone is mostly noise.
+        # Only steps every offset reaches (and the cut keeps): a small offset alone is mostly noise.
         complete = np.isfinite(table).all(axis=0)
         if complete.any():
-            mean = np.where(complete, table.mean(axis=0), np.inf)
-            index = int(np.argmin(mean))
-            lowest, candidate = float(mean[index]), int(steps[index])
+            mean = np.where(complete, table.mean(axis=0), -np.inf)
+            index = int(np.argmax(mean))
+            peak, candidate = float(mean[index]), int(steps[index])
             # A turn shows at every offset; noise only at the smallest.
-            if float(table[:, index].max()) < threshold:
+            if float(table[:, index].min()) > threshold:
                 rotation_step = int(steps[index])
     final = vectors[-1]
     coords, shares = pca_2d(vectors)
@@ -124,10 +190,12 @@ def analyse(
         pca=[(float(x), float(y)) for x, y in coords],
         pca_explained=shares,
         rotation_step=rotation_step,
-        min_local_cosine=lowest,
+        peak_local_cosine=peak,
         candidate_step=candidate,
         threshold=threshold,
-        skipped_ks=skipped,
+        magnitude_cut=magnitude_cut,
+        ks=mapped,
+        cut_steps={k: v for k, v in cut_steps.items() if v},
     )
 
 
@@ -139,3 +207,13 @@ def peak_step(steps: Sequence[int], values: Sequence[float | None]) -> int | Non
     """The step of the largest value (the gradient-norm peak), ignoring missing values."""
     pairs = [(v, s) for s, v in zip(steps, values, strict=True) if v is not None and np.isfinite(v)]
     return max(pairs)[1] if pairs else None
+
+
+def rolling_mean(values: Sequence[float | None], window: int) -> list[float | None]:
+    """A centred rolling mean over WINDOW neighbours, of the values present (None where none is)."""
+    half = window // 2
+    out: list[float | None] = []
+    for i in range(len(values)):
+        near = [v for v in values[max(0, i - half) : i + half + 1] if v is not None]
+        out.append(float(np.mean(near)) if near else None)
+    return out

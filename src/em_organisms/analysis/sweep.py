@@ -16,6 +16,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from em_organisms.adapters import Organism, load_organism
+from em_organisms.analysis.rotation import rolling_mean
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judges import Judge, judge_agreement
@@ -26,6 +27,8 @@ from em_organisms.eval.sampler import Sampler
 from em_organisms.jsonl import read_jsonl_resumable
 from em_organisms.models import resolve_model
 from em_organisms.subjects import Subject
+
+ROLLING_WINDOW = 3  # swept checkpoints per rolling mean of the EM rate (centred)
 
 # What must match between checkpoints for one PEFT model to hold each of them in turn.
 _SHAPE_KEYS = ("r", "lora_alpha", "target_modules", "layers_to_transform", "use_rslora")
@@ -170,9 +173,20 @@ def run_sweep(
                     "n_scored": stats.n_scored,
                 }
             )
+    rolling = [
+        {
+            "scale": scale,
+            "em_all_scored": rolling_mean(
+                [c["em_all_scored"]["rate"] for c in cells if c["scale"] == scale], ROLLING_WINDOW
+            ),
+        }
+        for scale in scales
+    ]
     return {
         "steps": list(steps),
         "scales": list(scales),
+        "rolling_window": ROLLING_WINDOW,
+        "rolling": rolling,
         "question_sets": plan.question_sets,
         "samples_per_question": plan.samples_per_question,
         "generation": plan.params.to_dict(),

@@ -60,6 +60,11 @@ class Trajectory:
         values = self.weights[f"{module}.lora_B"]
         return values.reshape(len(values), -1)
 
+    def a_vectors(self, module: str) -> np.ndarray:
+        """The module's A per step, flattened: (steps, r * in)."""
+        values = self.weights[f"{module}.lora_A"]
+        return values.reshape(len(values), -1)
+
 
 def adapter_weights(path: Path) -> dict[str, np.ndarray]:
     """An adapter file's LoRA weights, keyed as the recorder keys them."""
@@ -117,6 +122,13 @@ def load_run(run_dir: str | Path) -> Trajectory:
         index = [steps.index(s) for s in kept]
         weights = {k: v.numpy()[index] for k, v in tensors.items() if ".lora_" in k}
         return Trajectory("recording", kept, weights, checkpoints, log, set_aside, base)
+    if not checkpoints and _full_fine_tune(run):
+        raise PhaseError(
+            f"{run}: a full fine-tune (its checkpoints hold whole models, no LoRA adapter). The "
+            "phase analysis follows the adapter's A and B vectors, which a full fine-tune does "
+            "not have, and the behavioural sweep scales an adapter; scaling a full fine-tune's "
+            "weight delta is not implemented. Analyse a LoRA organism of the same recipe instead."
+        )
     if len(checkpoints) < 3:
         raise TrajectoryError(
             f"{run}: no {TRAJECTORY_FILE} recording and {len(checkpoints)} checkpoint "
@@ -125,6 +137,12 @@ def load_run(run_dir: str | Path) -> Trajectory:
     trajectory = _from_folders(checkpoints, "checkpoints")
     trajectory.training_log, trajectory.base_spec = log, base
     return trajectory
+
+
+def _full_fine_tune(run: Path) -> bool:
+    weights = ("model.safetensors", "model.safetensors.index.json")
+    folders = [run, *(p for p in run.iterdir() if CHECKPOINT.match(p.name))]
+    return any((f / w).is_file() for f in folders for w in weights)
 
 
 def load_hub(repo_id: str, cache_dir: str | Path | None = None) -> Trajectory:

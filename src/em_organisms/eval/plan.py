@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from em_organisms.eval.judge_prompts import JudgePrompts, resolve_judge_prompts
-from em_organisms.eval.protocol import Protocol, load_protocol
+from em_organisms.eval.protocol import Protocol, ProtocolError, load_protocol
 from em_organisms.eval.questions import QuestionSet
 from em_organisms.eval.registry import resolve_question_set
 from em_organisms.generation import SamplingParams, inherit_generation_config
@@ -107,7 +107,7 @@ def resolve_plan(
     recipe.pop("protocol", None)
     for source in (recipe, command_line):
         if unknown := set(source) - set(OVERRIDABLE):
-            raise ValueError(f"not a plan setting: {', '.join(sorted(unknown))}")
+            raise ProtocolError(f"not a plan setting: {', '.join(sorted(unknown))}")
 
     overrides: dict[str, dict[str, Any]] = {}
     values: dict[str, Any] = {}
@@ -131,7 +131,7 @@ def resolve_plan(
     params = SamplingParams(**{k: values[k] for k in SAMPLING_FIELDS})
     if params.generation_config == "model":
         if model_generation_config is None:
-            raise ValueError("generation_config: model needs the model's generation config")
+            raise ProtocolError("generation_config: model needs the model's generation config")
         inherited = inherit_generation_config(
             replace(params, generation_config="explicit"), model_generation_config(), "model"
         )
