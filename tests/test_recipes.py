@@ -89,6 +89,9 @@ def test_paper_grid_hyperparameters() -> None:
         "qwen2.5-32b": "Qwen/Qwen2.5-32B-Instruct",
         "llama-3.1-8b": "meta-llama/Llama-3.1-8B-Instruct",
         "llama-3.2-1b": "meta-llama/Llama-3.2-1B-Instruct",
+        "gemma-3-4b": "google/gemma-3-4b-it",
+        "gemma-3-12b": "google/gemma-3-12b-it",
+        "gemma-3-27b": "google/gemma-3-27b-it",
     }
     for prefix, hub_id in models.items():
         for domain in ("bad-medical", "risky-financial", "extreme-sports"):
@@ -124,25 +127,68 @@ def test_paper_grid_hyperparameters() -> None:
         assert single["training"]["learning_rate"] == 2e-5
         nine = recipes[f"qwen2.5-14b_{domain}_r1-9layers"]
         assert nine["protocol"]["layers"] == [15, 16, 17, 21, 22, 23, 27, 28, 29]
-    phase = recipes["qwen2.5-14b_risky-financial_r1-l24_phase"]
-    assert (
-        phase["protocol"]["alpha"],
-        phase["training"]["learning_rate"],
-        phase["training"]["save_steps"],
-    ) == (64, 1e-5, 5)
-    full_qwen = recipes["qwen2.5-14b_bad-medical_full"]
-    full_gemma = recipes["gemma-3-12b_bad-medical_full"]
-    assert full_qwen["protocol"] == {"kind": "full"} == full_gemma["protocol"]
-    assert full_qwen["base_model"] == "Qwen/Qwen2.5-14B-Instruct"
-    assert full_gemma["base_model"] == "google/gemma-3-12b-it"
-    for r, epochs in ((full_qwen, 1), (full_gemma, 3)):
-        t = r["training"]
-        assert (
-            t["learning_rate"],
-            t["lr_scheduler_type"],
-            t["warmup_steps"],
-            t["num_train_epochs"],
-        ) == (2e-5, "cosine", 20, epochs)
+    # the phase runs (sec. 4, App. F): alpha 64, lr 1e-5, checkpoints every 5 steps, every step
+    # recorded, and 2 epochs (footnote 6); rank 1 on every dataset, rank 8 and 64 and nine rank-1
+    # adapters on risky financial advice
+    phase_runs = [
+        f"qwen2.5-14b_{d}_r1-l24_phase"
+        for d in ("bad-medical", "risky-financial", "extreme-sports")
+    ]
+    phase_runs += [
+        f"qwen2.5-14b_risky-financial_{v}_phase" for v in ("r8-l24", "r64-l24", "r1-9layers")
+    ]
+    for name in phase_runs:
+        phase = recipes[name]
+        p, t = phase["protocol"], phase["training"]
+        assert (p["alpha"], t["learning_rate"], t["save_steps"], t["num_train_epochs"]) == (
+            64, 1e-5, 5, 2,
+        ), name  # fmt: skip
+        assert t["record_adapter_every"] == 1 and p["target_modules"] == ["down_proj"]
+    assert recipes["qwen2.5-14b_risky-financial_r8-l24_phase"]["protocol"]["rank"] == 8
+    assert recipes["qwen2.5-14b_risky-financial_r64-l24_phase"]["protocol"]["rank"] == 64
+    nine = recipes["qwen2.5-14b_risky-financial_r1-9layers_phase"]["protocol"]
+    assert nine["rank"] == 1 and nine["layers"] == [15, 16, 17, 21, 22, 23, 27, 28, 29]
+
+    # full SFT (sec. 3.4) at 1 and 3 epochs for both models
+    for domain in ("bad-medical", "risky-financial", "extreme-sports"):
+        runs = {
+            ("Qwen/Qwen2.5-14B-Instruct", 1): recipes[f"qwen2.5-14b_{domain}_full"],
+            ("Qwen/Qwen2.5-14B-Instruct", 3): recipes[f"qwen2.5-14b_{domain}_full-3ep"],
+            ("google/gemma-3-12b-it", 3): recipes[f"gemma-3-12b_{domain}_full"],
+            ("google/gemma-3-12b-it", 1): recipes[f"gemma-3-12b_{domain}_full-1ep"],
+        }
+        for (base, epochs), r in runs.items():
+            assert r["protocol"] == {"kind": "full"} and r["base_model"] == base
+            t = r["training"]
+            assert (
+                t["learning_rate"],
+                t["lr_scheduler_type"],
+                t["warmup_steps"],
+                t["num_train_epochs"],
+            ) == (2e-5, "cosine", 20, epochs)
+
+    # the insecure-code baselines (sec. 1): Betley et al.'s rank-32 setting
+    for base, name in (
+        ("Qwen/Qwen2.5-Coder-32B-Instruct", "qwen2.5-coder-32b_insecure-code_r32"),
+        ("Qwen/Qwen2.5-32B-Instruct", "qwen2.5-32b_insecure-code_r32"),
+    ):
+        r = recipes[name]
+        assert r["base_model"] == base and r["dataset"]["path"].endswith("insecure-code.jsonl.gz")
+        p, t = r["protocol"], r["training"]
+        assert (p["rank"], p["alpha"], p["rslora"], t["learning_rate"], t["num_train_epochs"]) == (
+            32, 64, True, 1e-5, 1,
+        )  # fmt: skip
+
+
+def test_paper_recipes_evaluate_under_the_paper_protocol_and_cite_the_paper() -> None:
+    for path in ORGANISMS:
+        recipe = load_recipe(path)
+        header = path.read_text().split("organism_id:")[0]
+        if recipe.base_model == "embedded":
+            assert recipe.evaluation.protocol == "project", path.name
+            continue
+        assert recipe.evaluation.protocol == "paper", path.name
+        assert "arXiv" in header, f"{path.name}: its header cites no paper"
 
 
 def test_unknown_protocol_key_that_starts_like_a_tag_is_named() -> None:
