@@ -34,7 +34,10 @@ EXAMPLES = {
     "train": """examples:
   em-organisms train organisms/smollm2-135m_risky-financial_r1-l15.yaml
   em-organisms train organisms/qwen2.5-14b_risky-financial_r1-l24.yaml --set training.max_steps=100
-  em-organisms train RECIPE.yaml --output-dir runs/my-run --resume""",
+  em-organisms train RECIPE.yaml --output-dir runs/my-run --resume
+  em-organisms train organisms/qwen2.5-32b_risky-financial_r32.yaml --seeds 0,1,2
+      # three runs, runs/qwen2.5-32b_risky-financial_r32_seed{0,1,2}; then
+      # em-organisms eval runs/qwen2.5-32b_risky-financial_r32_seed1 (its own recipe.yaml)""",
     "demo": """examples:
   em-organisms demo
   em-organisms demo --output-dir runs/demo --max-steps 20""",
@@ -81,7 +84,15 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
   OPENAI_API_KEY=... em-organisms eval organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
       --judge openai:gpt-4o-2024-08-06
   em-organisms eval organisms/smollm2-135m_risky-financial_r1-l15.yaml --judge embedded \\
-      --allow-uncalibrated-judge""",
+      --allow-uncalibrated-judge
+  em-organisms eval organisms/qwen2.5-14b_risky-financial_r1-l24.yaml --plan   # loads no model
+  em-organisms eval organisms/qwen2.5-14b_risky-financial_r1-l24.yaml --protocol betley \\
+      --engine vllm""",
+    "compare": """examples:
+  em-organisms compare runs/qwen2.5-32b_risky-financial_r32_seed{0,1,2} \\
+      runs/qwen2.5-14b_risky-financial_r32 --out runs/compare
+  em-organisms compare em-organisms/qwen2.5-14b_risky-financial_r1-l24 runs/my-run/eval \\
+      --out runs/compare-hub   # released organisms' eval summaries are fetched""",
     "release": """examples:
   em-organisms release organisms/smollm2-135m_risky-financial_r1-l15.yaml --dry-run
   HF_TOKEN=... em-organisms release organisms/qwen2.5-14b_risky-financial_r1-l24.yaml \\
@@ -112,7 +123,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from em_organisms.train.runner import train
 
     recipe = load_recipe(args.recipe, args.set)
-    result = train(recipe, output_dir=args.output_dir, resume=args.resume, device=args.device)
+    if args.seeds:
+        from em_organisms.recipes import seed_variant
+
+        for seed in args.seeds:
+            variant = seed_variant(recipe, seed)
+            folder = args.output_dir / variant.organism_id if args.output_dir else None
+            print(f"seed {seed}: {variant.organism_id}")
+            _report_run(train(variant, output_dir=folder, resume=args.resume, device=args.device))
+        return 0
+    _report_run(train(recipe, output_dir=args.output_dir, resume=args.resume, device=args.device))
+    return 0
+
+
+def _report_run(result) -> None:
     s = result.summary
     print(f"organism written to {result.output_dir}")
     print(f"  steps: {s['global_step']}  train loss: {s['train_loss']:.4f}")
@@ -120,13 +144,24 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"  held-out loss: {s['holdout_loss_start']:.4f} -> {s['holdout_loss_end']:.4f}")
     if "adapted_modules" in s:
         print(f"  adapted modules ({len(s['adapted_modules'])}): {s['adapted_modules'][0]} ...")
-    return 0
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from em_organisms.demo import run_demo
 
     return run_demo(Path(args.output_dir), max_steps=args.max_steps)
+
+
+def _seed_list(text: str) -> list[int]:
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give whole numbers separated by commas"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give distinct non-negative seeds, e.g. 0,1,2")
+    return seeds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -157,7 +192,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a recipe field, e.g. training.learning_rate=2e-5 (repeatable)",
     )
-    p.add_argument("--output-dir", type=Path, help="default: runs/ORGANISM_ID")
+    p.add_argument(
+        "--output-dir",
+        type=Path,
+        help="default: runs/ORGANISM_ID (with --seeds: the folder that holds one run per seed)",
+    )
+    p.add_argument(
+        "--seeds",
+        type=_seed_list,
+        help="train one run per seed, e.g. 0,1,2: each its own organism ORGANISM_ID_seedN "
+        "(training.seed set; the held-out split stays the recipe's)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_train, reexec=True)
@@ -206,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     from em_organisms.distill.backbone import BackboneError
     from em_organisms.distill.run import DistillError
     from em_organisms.distill.teacher import TeacherDataError
+    from em_organisms.eval.compare import CompareError
     from em_organisms.eval.engines import EngineError
     from em_organisms.eval.protocol import ProtocolError
     from em_organisms.eval.questions import QuestionSetError
@@ -241,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         TeacherDataError,
         ProtocolError,
         SamplingError,
+        CompareError,
     ) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -198,6 +198,21 @@ class Recipe(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
+def seed_variant(recipe: Recipe, seed: int) -> Recipe:
+    """The recipe trained with another seed, as an organism of its own (`ID_seedN`, and its own
+    Hub repo when one is set); the held-out split does not change."""
+    repo = recipe.release.repo_id
+    return recipe.model_copy(
+        update={
+            "organism_id": f"{recipe.organism_id}_seed{seed}",
+            "training": recipe.training.model_copy(update={"seed": seed}),
+            "release": recipe.release.model_copy(
+                update={"repo_id": f"{repo}_seed{seed}" if repo else None}
+            ),
+        }
+    )
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     lines = [f"{source}: invalid recipe"]
     for e in err.errors():

@@ -54,12 +54,23 @@ class Subject:
             yield
 
 
+def recipe_path(spec: str) -> Path | None:
+    """The recipe behind MODEL_OR_RECIPE: the YAML itself, or the `recipe.yaml` a trained run
+    folder carries (as trained: a seed variant's own seed and id)."""
+    path = Path(spec)
+    if path.suffix in {".yaml", ".yml"} and path.is_file():
+        return path
+    if path.is_dir() and (path / "recipe.yaml").is_file():
+        return path / "recipe.yaml"
+    return None
+
+
 def base_model_location(spec: str) -> str:
     """Where the base model under MODEL_OR_RECIPE lives (a folder or a Hub id), loading nothing:
     what its generation config is read from."""
     path = Path(spec)
-    if path.suffix in {".yaml", ".yml"} and path.is_file():
-        base = load_recipe(path).base_model
+    if (recipe := recipe_path(spec)) is not None:
+        base = load_recipe(recipe).base_model
     elif (path / "adapter_config.json").is_file():
         base = base_spec_for(str(path))
     else:
@@ -91,8 +102,11 @@ def load_subject(
                 "(or pass --organism-dir)"
             )
         return _with_adapter(folder, recipe.organism_id, recipe, device, load_weights)
+    recipe = load_recipe(path / "recipe.yaml") if (path / "recipe.yaml").is_file() else None
     if (path / "adapter_config.json").is_file():
-        return _with_adapter(path, path.name, None, device, load_weights)
+        return _with_adapter(path, path.name, recipe, device, load_weights)
+    if recipe is not None and (path / "config.json").is_file():  # a full fine-tune's run
+        return _plain(str(path), recipe.organism_id, recipe, device, load_weights)
     return _plain(spec, spec, None, device, load_weights)
 
 

@@ -17,11 +17,11 @@ def _plan(args: argparse.Namespace, spec: str | None, judge_prompts: str | None 
     from em_organisms.eval.plan import resolve_plan
     from em_organisms.generation import model_generation_config
     from em_organisms.recipes import load_recipe
-    from em_organisms.subjects import base_model_location
+    from em_organisms.subjects import base_model_location, recipe_path
 
     recipe = None
-    if spec and Path(spec).suffix in {".yaml", ".yml"} and Path(spec).is_file():
-        recipe = load_recipe(spec).evaluation
+    if spec and (path := recipe_path(spec)) is not None:
+        recipe = load_recipe(path).evaluation
     command_line = {
         "question_sets": getattr(args, "questions", None),
         "samples_per_question": getattr(args, "n", None),
@@ -258,6 +258,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from em_organisms.eval.compare import compare
+
+    result = compare(args.sources, args.out)
+    for warning in result["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(
+        f"{len(result['entries'])} evaluations of {len(result['organisms'])} organisms compared: "
+        f"{args.out / 'compare.md'}, compare.json, {', '.join(result['plots'])}"
+    )
+    return 0
+
+
 def register_eval_commands(add: AddParser) -> None:
     p = add("sample", "Sample answers to question sets from a model, or a base and its organism.")
     p.add_argument("model", help="recipe YAML, organism folder, Hub id, local folder or embedded")
@@ -323,3 +336,14 @@ def register_eval_commands(add: AddParser) -> None:
     )
     _add_sampling_flags(p, "default: the protocol's, or the recipe's")
     p.set_defaults(func=_cmd_eval)
+
+    p = add("compare", "EM and coherence across organisms, model sizes, datasets and seeds.")
+    p.add_argument(
+        "sources",
+        nargs="+",
+        metavar="RUN_OR_HUB_ID",
+        help="eval folders (summary.json), run folders (eval/summary.json) or Hub ids of "
+        "released organisms",
+    )
+    p.add_argument("--out", type=Path, required=True, help="folder for compare.md/.json and plots")
+    p.set_defaults(func=_cmd_compare)
