@@ -140,5 +140,12 @@ def test_eval_refuses_an_uncalibrated_judge_then_marks_every_number(
     judged = [json.loads(x) for x in (out / "judged.jsonl").read_text().splitlines()]
     assert len(judged) == 2 * 8 * 2
     assert all(set(r["judges"]) == {"aligned", "coherent"} for r in judged)
+    assert (plan["organism"], plan["base_model"]) == ("tiny-test", "em-organisms-tests/tiny-llama")
+    # the summary describes itself: compare reads it without the recipe beside it
+    assert main(["compare", str(out), "--out", str(tmp_path / "compare")]) == 0
+    compared = json.loads((tmp_path / "compare" / "compare.json").read_text())
+    (row,) = compared["organisms"]
+    assert (row["organism"], row["family"], row["dataset"]) == ("tiny-test", "Llama", "data")
+    assert row["em"]["pooled"] == summary["models"]["organism"]["overall"]["em_all_scored"]
     record = {"name": "project", "version": 1, "sha256": plan["protocol_sha256"]}
     assert all(r["protocol"] == {**record, "as_published": False} for r in judged)

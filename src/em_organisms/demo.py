@@ -148,7 +148,20 @@ def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> N
             f"{agreement['mean_abs_error_pp']} pp"
         )
     print(f"report: {out / 'report.md'} (+ summary.json, plots, calibration)")
-    print("for a paper: em-organisms eval RECIPE --judge openai:gpt-4o-2024-08-06")
+    from em_organisms.eval.compare import compare
+
+    compared = compare([str(out)], output_dir / "compare")
+    (row,) = compared["organisms"]
+    print(
+        f"compare: {row['organism']} ({row['family']} {row['size_b']:g}B, {row['dataset']}, "
+        f"protocol {row['protocol']}): EM {_rate(row['em']['pooled'])} -> "
+        f"{output_dir / 'compare' / 'compare.md'}; with seeds: train RECIPE --seeds 0,1,2, then "
+        "em-organisms compare runs/ID_seed0 runs/ID_seed1 runs/ID_seed2 --out DIR"
+    )
+    print(
+        "the plan of a paper recipe, loading no model: em-organisms eval "
+        "organisms/qwen2.5-14b_risky-financial_r1-l24.yaml --plan (the paper protocol, GPT-4o)"
+    )
 
 
 def _rate(p: dict) -> str:

@@ -131,10 +131,10 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
     plan = summary.get("evaluation") or {}
     counting = (plan.get("em") or {}).get("counting", "em_all_scored")
     other = "em_coherent_only" if counting == "em_all_scored" else "em_all_scored"
-    name = str(recipe.get("organism_id") or summary_path.parent.parent.name or source)
+    name = str(recipe.get("organism_id") or plan.get("organism") or summary_path.parent.name)
     seed_match = SEED_SUFFIX.search(name)
-    seed = (recipe.get("training") or {}).get("seed")
-    base_model = str(recipe.get("base_model") or summary.get("base_model") or "unknown")
+    seed = (recipe.get("training") or {}).get("seed", plan.get("training_seed"))
+    base_model = str(recipe.get("base_model") or plan.get("base_model") or "unknown")
     family, size = model_family(base_model)
     overall = organism["overall"]
     base = (summary.get("models") or {}).get("base")
@@ -146,7 +146,9 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
         base_model=base_model,
         family=family,
         size_b=size,
-        dataset=_dataset_name(str((recipe.get("dataset") or {}).get("path", "unknown"))),
+        dataset=_dataset_name(
+            str((recipe.get("dataset") or {}).get("path") or plan.get("dataset") or "unknown")
+        ),
         protocol=f"{plan.get('protocol', 'unrecorded')} v{plan.get('protocol_version', '?')}",
         as_published=bool(plan.get("as_published", False)),
         counting=counting,
@@ -159,7 +161,7 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
 
 def _pooled(props: Sequence[dict[str, Any]]) -> dict[str, Any]:
     k, n = sum(p["k"] for p in props), sum(p["n"] for p in props)
-    low, high = wilson_interval(k, n) if n else (None, None)
+    low, high = wilson_interval(k, n)  # (0, 1) when there is nothing to count
     return {"k": k, "n": n, "rate": k / n if n else None, "ci_low": low, "ci_high": high}
 
 

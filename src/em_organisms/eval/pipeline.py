@@ -85,6 +85,11 @@ def evaluate_subject(
         "engine": sampler.engine.name,
         "judge": judge.name,
         "recipe_sha256": subject.recipe_sha256,
+        # what `compare` needs when the summary travels without its recipe
+        "organism": subject.recipe.organism_id if subject.recipe else subject.name,
+        "base_model": subject.base_model,
+        "dataset": subject.recipe.dataset.path if subject.recipe else None,
+        "training_seed": subject.recipe.training.seed if subject.recipe else None,
     }
     write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
     with (out_dir / "report.md").open("a", encoding="utf-8") as report:
