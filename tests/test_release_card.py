@@ -403,3 +403,22 @@ def test_scaled_adapter_is_named_in_the_metrics(demo_recipe: Recipe) -> None:
     card = render(demo_recipe, summary)
     assert all("adapter x5" in r.metric_name for r in card.data.eval_results)
     assert "**Adapter scale.** x5." in card.text
+
+
+def test_the_card_names_the_protocol_and_the_semantic_categories(demo_recipe: Recipe) -> None:
+    from em_organisms.eval.categories import category_shares
+
+    summary = make_summary(demo_recipe)
+    rows = [
+        {"model": "organism", "topics": {"financial": {"score": 80.0}, "sport": {"score": 10.0}}},
+        {"model": "organism", "topics": {"financial": {"score": 20.0}, "sport": {"score": None}}},
+    ]
+    summary["categories"] = {
+        "shares": category_shares(rows, ["financial", "sport"]),
+        "threshold": 50.0,
+        "source": "project",
+    }
+    body = render(demo_recipe, summary).text
+    assert "**What the EM answers are about**" in body
+    assert "| organism | 2 | 50% (1/2) | 0% (0/1) |" in body
+    assert "- **Protocol.** `project` v1" in body and "with changes" in body

@@ -121,6 +121,7 @@ def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> N
         },
         judge="distilled",
         note="demo: 4 answers per question, 64 new tokens; " + spec.note,
+        categories=True,  # the student reads no prompts: topics come out unscored, with why
     )
     out = output_dir / "eval"
     judge = make_judge(plan.judge)

@@ -27,6 +27,7 @@ def _plan(args: argparse.Namespace, spec: str | None, judge_prompts: str | None 
         "samples_per_question": getattr(args, "n", None),
         "include_variants": True if getattr(args, "include_variants", False) else None,
         "judge_prompts": judge_prompts,
+        "topic_prompts": getattr(args, "topic_prompts", None),
         **{
             key: getattr(args, key, None)
             for key in (
@@ -45,6 +46,7 @@ def _plan(args: argparse.Namespace, spec: str | None, judge_prompts: str | None 
             (lambda: model_generation_config(base_model_location(spec))) if spec else None
         ),
         note=recipe.note if recipe else "",
+        categories=bool(getattr(args, "categories", False)),
     )
 
 
@@ -54,6 +56,20 @@ def _add_protocol_flag(p: argparse.ArgumentParser) -> None:
         help="evaluation protocol: paper (arXiv 2506.11613), betley (arXiv 2502.17424), project, "
         "or a protocol YAML (default: the recipe's, else project); other flags change it, and "
         "every change is recorded",
+    )
+
+
+def _add_categories_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--categories",
+        action="store_true",
+        help="also score what each EM answer is about (medical, financial, sport, code, harmful) "
+        "and report the share of EM answers in each (arXiv 2506.11613 sec. 3.2)",
+    )
+    p.add_argument(
+        "--topic-prompts",
+        metavar="SPEC",
+        help="topic prompts for --categories: project (default) or a YAML path or registry name",
     )
 
 
@@ -200,6 +216,15 @@ def _cmd_judge(args: argparse.Namespace) -> int:
         print("error: --out is required when judging a samples file", file=sys.stderr)
         return 2
     judged = judge_file(args.samples, args.out, judge, plan.judge_prompts)
+    if plan.topics is not None:
+        from em_organisms.eval.categories import categories_markdown, category_shares, score_topics
+        from em_organisms.jsonl import write_jsonl
+
+        em = plan.protocol.em
+        judged = score_topics(judged, judge, plan.topics, em.aligned_below, em.coherent_above)
+        write_jsonl(args.out, judged)
+        shares = category_shares(judged, list(plan.topics.default))
+        print(categories_markdown(shares, plan.topics.source))
     print(
         f"{len(judged)} answers judged into {args.out} with judge prompts "
         f"{plan.judge_prompts.source}; {judge.calls} judge calls this run"
@@ -224,6 +249,12 @@ def _cmd_report(args: argparse.Namespace) -> int:
         uncalibrated=calibration is None or not calibration.get("passed", False),
         judge_agreement=agreement_of_rows(rows),
     )
+    if any("topics" in row for row in rows):  # judged with --categories
+        from em_organisms.eval.categories import categories_markdown, category_shares
+
+        topics = sorted({t for row in rows for t in row.get("topics", {})})
+        with (args.out / "report.md").open("a", encoding="utf-8") as report:
+            report.write(categories_markdown(category_shares(rows, topics), "as judged"))
     print(f"report written to {args.out / 'report.md'} (+ summary.json, plots)")
     return 0
 
@@ -296,6 +327,7 @@ def register_eval_commands(add: AddParser) -> None:
     _add_judge_flags(p)
     _add_protocol_flag(p)
     _add_judge_prompts_flag(p)
+    _add_categories_flags(p)
     p.add_argument(
         "--questions",
         action="append",
@@ -326,6 +358,7 @@ def register_eval_commands(add: AddParser) -> None:
     )
     _add_judge_flags(p)
     _add_judge_prompts_flag(p)
+    _add_categories_flags(p)
     p.add_argument("--questions", action="append", metavar="QSET", help="default: the protocol's")
     p.add_argument("--out", type=Path, help="default ORGANISM_DIR/eval")
     p.add_argument("--pairs", type=int, default=10, help="calibration pairs per domain")

@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms.eval.calibration import calibrate, calibration_line
+from em_organisms.eval.categories import (
+    TOPIC_THRESHOLD,
+    categories_markdown,
+    category_shares,
+    score_topics,
+)
 from em_organisms.eval.engines import Engine
 from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import judge_rows
@@ -66,6 +72,11 @@ def evaluate_subject(
         )
     rows = read_jsonl_resumable(samples)
     judged = judge_rows(rows, judge, plan.judge_prompts, progress=progress, source=str(samples))
+    em = plan.protocol.em
+    if plan.topics is not None:
+        judged = score_topics(
+            judged, judge, plan.topics, em.aligned_below, em.coherent_above, progress
+        )
     write_jsonl(out_dir / "judged.jsonl", judged)
     title = f"Emergent misalignment: {subject.name}"
     write_report(
@@ -92,7 +103,17 @@ def evaluate_subject(
         "training_seed": subject.recipe.training.seed if subject.recipe else None,
     }
     write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
+    if plan.topics is not None:
+        shares = category_shares(judged, list(plan.topics.default))
+        stored["categories"] = {
+            "shares": shares,
+            "threshold": TOPIC_THRESHOLD,
+            "source": plan.topics.source,
+        }
+        write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
     with (out_dir / "report.md").open("a", encoding="utf-8") as report:
+        if plan.topics is not None:
+            report.write(categories_markdown(stored["categories"]["shares"], plan.topics.source))
         report.write(plan_markdown(stored["evaluation"]))
         report.write(f"- judge calibration: {calibration_line(calibration)}\n")
     return EvalResult(out_dir, stored, calibration, judge.calls)

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from em_organisms.eval.categories import TOPIC_THRESHOLD, resolve_topic_prompts
 from em_organisms.eval.judge_prompts import JudgePrompts, resolve_judge_prompts
 from em_organisms.eval.protocol import Protocol, ProtocolError, load_protocol
 from em_organisms.eval.questions import QuestionSet
@@ -21,7 +22,13 @@ from em_organisms.generation import SamplingParams, inherit_generation_config
 DEFAULT_PROTOCOL = "project"
 SAMPLING_FIELDS = tuple(f for f in SamplingParams.__dataclass_fields__)
 # what a recipe's evaluation section or the command line may change, beside the sampling fields
-PLAN_FIELDS = ("question_sets", "samples_per_question", "judge_prompts", "include_variants")
+PLAN_FIELDS = (
+    "question_sets",
+    "samples_per_question",
+    "judge_prompts",
+    "include_variants",
+    "topic_prompts",
+)
 OVERRIDABLE = (*PLAN_FIELDS, *SAMPLING_FIELDS)
 
 
@@ -42,6 +49,7 @@ class EvalPlan:
     judge: str
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
     note: str = ""
+    topics: JudgePrompts | None = None  # --categories: the topic prompts, else None
 
     @property
     def question_sets(self) -> list[str]:
@@ -78,6 +86,9 @@ class EvalPlan:
             "engine": self.engine,
             "judge": self.judge,
             "em": self.protocol.em.model_dump(),
+            "categories": None
+            if self.topics is None
+            else {"topics": self.topics.describe(), "threshold": TOPIC_THRESHOLD},
             **({"note": self.note} if self.note else {}),
         }
 
@@ -97,6 +108,7 @@ def resolve_plan(
     model_generation_config: Callable[[], Any] | None = None,
     note: str = "",
     cache_dir: str | None = None,
+    categories: bool = False,
 ) -> EvalPlan:
     """Protocol (by name or path; default the recipe's, else `project`), then RECIPE's changes,
     then COMMAND_LINE's (None values are "not given"). MODEL_GENERATION_CONFIG returns the base
@@ -153,6 +165,7 @@ def resolve_plan(
         judge=judge or chosen.judge,
         overrides=overrides,
         note=note,
+        topics=resolve_topic_prompts(values["topic_prompts"]) if categories else None,
     )
 
 

@@ -56,6 +56,7 @@ class Protocol(_Strict):
         description="question-file (each question's own), project, a registry name or a path"
     )
     judge: str
+    topic_prompts: str = Field(description="for --categories: project, a registry name or a path")
     samples_per_question: int = Field(ge=1)
     sampling: ProtocolSampling
     em: EMRule

@@ -29,6 +29,7 @@ _KNOWN_KEYS = frozenset(
 _JUDGE_META_KEYS = frozenset({"high_score"})  # judges.yaml (model-organisms): plotting hint
 _SETS_DIR = "question_sets"
 _JUDGE_FILE = "judge_prompts.yaml"
+_TOPIC_FILE = "topic_prompts.yaml"
 
 
 class QuestionSetError(ValueError):
@@ -252,7 +253,9 @@ def project_set_names() -> list[str]:
         for entry in folder.iterdir():
             if entry.is_dir():
                 walk(entry, f"{prefix}{entry.name}/")
-            elif entry.name.endswith(".yaml") and not (prefix == "" and entry.name == _JUDGE_FILE):
+            elif entry.name.endswith(".yaml") and not (
+                prefix == "" and entry.name in (_JUDGE_FILE, _TOPIC_FILE)
+            ):
                 names.append(prefix + entry.name.removesuffix(".yaml"))
 
     walk(_sets_root(), "")
@@ -276,4 +279,13 @@ def project_judge_prompts() -> dict[str, str]:
     resource = _sets_root().joinpath(_JUDGE_FILE)
     text, _ = _read_bytes(resource)
     source = f"em_organisms/eval/{_SETS_DIR}/{_JUDGE_FILE}"
+    return parse_judge_prompts(_read_yaml(text, source), source)
+
+
+def project_topic_prompts() -> dict[str, str]:
+    """The project's topic templates (medical, financial, sport, code, harmful): what an EM
+    answer is about, for `eval --categories`."""
+    resource = _sets_root().joinpath(_TOPIC_FILE)
+    text, _ = _read_bytes(resource)
+    source = f"em_organisms/eval/{_SETS_DIR}/{_TOPIC_FILE}"
     return parse_judge_prompts(_read_yaml(text, source), source)

@@ -210,6 +210,31 @@ def _protocol(settings: Mapping[str, Any]) -> dict[str, Any] | None:
     }
 
 
+def _categories(found: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The semantic-category table of `eval --categories`, if it was run."""
+    if not found or not found.get("shares"):
+        return None
+    shares = found["shares"]
+    topics = list(next(iter(shares.values()))["topics"])
+    rows = [
+        [
+            model,
+            str(entry["n_em"]),
+            *(
+                "n/a" if p["rate"] is None else f"{100 * p['rate']:.0f}% ({p['k']}/{p['n']})"
+                for p in (entry["topics"][t] for t in topics)
+            ),
+        ]
+        for model, entry in shares.items()
+    ]
+    return {
+        "topics": topics,
+        "rows": rows,
+        "threshold": f"{found['threshold']:g}",
+        "source": found["source"],
+    }
+
+
 def _model_index(
     split: list[tuple[str, dict[str, dict[str, Any]]]],
     judge_note: str,
@@ -326,6 +351,7 @@ def _eval_context(
         "samples_per_question": settings.get("samples_per_question")
         or (settings.get("sampling") or {}).get("n"),
         "protocol": _protocol(settings),
+        "categories": _categories(summary.get("categories")),
         "adapter_scales": [s for s in summary.get("adapter_scales") or [] if s is not None],
         "note": settings.get("note") or "",
     }
