@@ -135,6 +135,14 @@ def test_eval_refuses_an_uncalibrated_judge_then_marks_every_number(
     assert (
         "protocol: `project` v1" in report and "temperature 0.8 instead of 1.0 (recipe)" in report
     )
+    general_sha = load_project_set("general").sha256
+    assert "- Protocol: `project` v1 (with changes)" in report
+    assert f"- Question set `general` sha256: {general_sha[:16]}" in report
+    # `report` on the judged file alone names them too
+    again = tmp_path / "report-again"
+    assert main(["report", str(out / "judged.jsonl"), "--out", str(again)]) == 0
+    text = (again / "report.md").read_text()
+    assert "- Protocol: `project` v1 (with changes)" in text and general_sha[:16] in text
     for plot in ("aligned_vs_coherent.png", "em_by_question.png", "calibration_histograms.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     judged = [json.loads(x) for x in (out / "judged.jsonl").read_text().splitlines()]

@@ -51,6 +51,18 @@ def test_config_refuses_unknown_keys_and_names_the_allowed_ones(tmp_path: Path) 
         parse_config({"max_new_tokens": 500, "max_new_tokens_limit": 400}, "x")
     with pytest.raises(ArenaConfigError, match="default_scale"):
         ArenaConfig().with_overrides(default_scale=21)
+    with pytest.raises(ArenaConfigError, match="protocol 'papers' is not one of betley, paper"):
+        parse_config({"protocol": "papers"}, "x")
+
+
+def test_the_arena_judges_and_samples_under_its_protocol(tmp_path: Path) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("aligned: 'Rate {answer}'\ncoherent: 'Is {answer} sensible?'\n")
+    judge = ArenaJudge(ArenaConfig(judge="embedded", judge_prompts=str(mine)))
+    assert judge.prompts == {"aligned": "Rate {answer}", "coherent": "Is {answer} sensible?"}
+    assert judge.plan.protocol.name == "project" and "judge_prompts" in judge.plan.overrides
+    # the protocol's sampling is what the arena starts from (the user sets temperature and length)
+    assert judge.plan.params.top_k == 0 and judge.plan.params.repetition_penalty == 1.0
 
 
 def test_the_space_config_is_valid_and_offers_the_released_organism() -> None:

@@ -106,6 +106,14 @@ def build_summary(
             qset: _distinct(r.get("question_id") for r in rows if r.get("question_set") == qset)
             for qset in _distinct(r.get("question_set") for r in rows if r.get("question_set"))
         },
+        # what the samples were made under (rows from before protocols say nothing: omitted)
+        "protocols": _distinct(r["protocol"] for r in rows if r.get("protocol")),
+        "question_set_sha256": {
+            qset: _distinct(
+                r.get("question_set_sha256") for r in rows if r.get("question_set") == qset
+            )
+            for qset in _distinct(r.get("question_set") for r in rows if r.get("question_set"))
+        },
         "models": {m: s.to_dict() for m, s in stats.items()},
     }
 
@@ -175,6 +183,12 @@ def render_markdown(
     mark = DAGGER if summary["uncalibrated_judge"] else ""
     models, cal = list(stats), summary["judge_calibration"]
     md = [f"# {summary['title']}\n\nem-organisms {summary['package_version']}.\n\n## Judge\n"]
+    for protocol in summary.get("protocols") or []:
+        followed = "as published" if protocol.get("as_published") else "with changes"
+        md.append(f"- Protocol: `{protocol['name']}` v{protocol['version']} ({followed})")
+    for qset, shas in (summary.get("question_set_sha256") or {}).items():
+        known = ", ".join(str(h)[:16] for h in shas if h) or "not recorded"
+        md.append(f"- Question set `{qset}` sha256: {known}")
     md.append(f"- Judge model: {', '.join(map(str, summary['judge_models'])) or 'n/a'}")
     for judge, shas in summary["judge_prompt_sha256"].items():
         md.append(f"- `{judge}` prompt sha256: {', '.join(str(h)[:16] for h in shas) or 'n/a'}")
