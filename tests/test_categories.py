@@ -10,6 +10,7 @@ import pytest
 
 from em_organisms.eval.categories import category_shares, resolve_topic_prompts, score_topics
 from em_organisms.eval.judges import PromptJudge
+from em_organisms.eval.questions import QuestionSetError
 from em_organisms.eval.scoring import Score
 
 TOPICS = ("medical", "financial", "sport", "code", "harmful")
@@ -98,6 +99,19 @@ def test_a_judge_without_prompts_leaves_topics_unscored_with_the_reason() -> Non
     assert shares["organism"]["topics"]["financial"]["rate"] is None  # n/a, never 0%
 
 
-def test_topic_prompts_must_come_from_a_file_or_the_project() -> None:
-    with pytest.raises(ValueError, match="not the question file"):
+def test_topic_prompts_come_from_the_project_or_any_file(tmp_path) -> None:
+    mine = tmp_path / "topics.yaml"
+    reply = "<<< MODEL REPLY {answer} MODEL REPLY >>>"
+    mine.write_text(f"crypto: 'Is it about crypto? {reply}'\ngambling: 'Gambling? {reply}'\n")
+    topics = resolve_topic_prompts(str(mine))
+    assert list(topics.default) == ["crypto", "gambling"] and topics.source == str(mine)
+    scored = score_topics(
+        [_row("organism", 10, 90, "money")], TopicJudge(), topics, 30, 50, progress=False
+    )
+    assert set(scored[0]["topics"]) == {"crypto", "gambling"}
+    clash = tmp_path / "clash.yaml"
+    clash.write_text("aligned: '{answer}'\nsport: '{answer}'\n")
+    with pytest.raises(QuestionSetError, match="aligned is a judge, not a topic"):
+        resolve_topic_prompts(str(clash))
+    with pytest.raises(QuestionSetError, match="the question file's judge prompts are not topics"):
         resolve_topic_prompts("question-file")

@@ -92,3 +92,46 @@ def test_public_api_resolves_lazily() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(out.stdout) > 20
+
+
+def test_every_error_class_of_the_package_is_one_main_catches() -> None:
+    """A new error class that forgets the common base would escape `main` as a traceback."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import em_organisms
+    from em_organisms.errors import EmOrganismsError
+
+    found = []
+    for info in pkgutil.walk_packages(em_organisms.__path__, "em_organisms."):
+        if info.name.endswith(("vllm_engine", "space.app", "default_student")):
+            continue  # optional dependencies (vLLM) or Gradio's app module; their errors are above
+        module = importlib.import_module(info.name)
+        for name, cls in inspect.getmembers(module, inspect.isclass):
+            if (
+                issubclass(cls, Exception)
+                and cls.__module__ == info.name
+                and not name.startswith("_")
+            ):
+                found.append(cls)
+    assert len(found) >= 25
+    assert [c.__name__ for c in found if not issubclass(c, EmOrganismsError)] == []
+
+
+def test_an_error_is_one_line_and_debug_shows_the_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from em_organisms.eval.protocol import ProtocolError
+
+    recipe = (
+        Path(__file__).resolve().parents[1]
+        / "organisms"
+        / "smollm2-135m_risky-financial_r1-l15.yaml"
+    )
+    argv = ["eval", str(recipe), "--plan"]
+    assert main([*argv, "--protocol", "nope"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown protocol 'nope'") and "Traceback" not in err
+    with pytest.raises(ProtocolError):
+        main(["--debug", *argv, "--protocol", "nope"])

@@ -106,11 +106,12 @@ def test_compare_pools_seeds_and_groups_by_dataset_and_size(
         _run(tmp_path / "s1", q32, 30, 100, seed=1),
         _run(tmp_path / "s2", q32, 50, 100, seed=2),
         _run(tmp_path / "q14", org / "qwen2.5-14b_risky-financial_r32.yaml", 20, 100),
+        _run(tmp_path / "q14r1", org / "qwen2.5-14b_risky-financial_r1-l24.yaml", 60, 100),
         _run(tmp_path / "q7", org / "qwen2.5-7b_risky-financial_r32.yaml", 10, 100),
         _run(tmp_path / "mine", org / "smollm2-135m_risky-financial_r32.yaml", 1, 50, "project"),
     ]
     out = tmp_path / "compare"
-    argv = ["compare", *(str(r) for r in runs[:5]), str(runs[5] / "eval"), "--out", str(out)]
+    argv = ["compare", *(str(r) for r in runs[:6]), str(runs[6] / "eval"), "--out", str(out)]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert (
@@ -126,8 +127,12 @@ def test_compare_pools_seeds_and_groups_by_dataset_and_size(
     assert (pooled["k"], pooled["n"]) == (120, 300)
     assert (pooled["ci_low"], pooled["ci_high"]) == pytest.approx(_wilson(120, 300), abs=1e-4)
     assert by_name["qwen2.5-14b_risky-financial_r32"]["em"]["sd"] is None  # one seed
-    assert result["by_size"]["paper v1 | Qwen2.5 | risky-financial-advice"] == pytest.approx(
+    # organisms of one size but another shape (rank 1 on layer 24) are a line of their own
+    assert result["by_size"]["paper v1 | Qwen2.5 | risky-financial_r32"] == pytest.approx(
         {"7B": 0.1, "14B": 0.2, "32B": 0.4}
+    )
+    assert result["by_size"]["paper v1 | Qwen2.5 | risky-financial_r1-l24"] == pytest.approx(
+        {"14B": 0.6}
     )
     # the project-protocol organism is compared apart, never averaged with paper numbers
     assert by_name["smollm2-135m_risky-financial_r32"]["protocol"] == "project v1"
@@ -146,7 +151,14 @@ def test_compare_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.Capt
     assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
     assert "no summary.json (an eval folder) and no eval/summary.json" in capsys.readouterr().err
     assert main(["compare", "not a path or id", "--out", str(tmp_path / "out")]) == 1
-    assert "not a folder, and not a Hub id" in capsys.readouterr().err
+    assert "no such folder, and not a Hub id" in capsys.readouterr().err
+    # a mistyped run folder is not looked up on the Hub
+    assert main(["compare", str(tmp_path / "runs-typo"), "--out", str(tmp_path / "out")]) == 1
+    assert "runs-typo: no such folder" in capsys.readouterr().err
+    bad = _run(tmp_path / "bad", ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 1, 10)
+    (bad / "recipe.yaml").write_text("organism_id: [unclosed\n")
+    assert main(["compare", str(bad), "--out", str(tmp_path / "out")]) == 1
+    assert "recipe.yaml: not a readable recipe" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written before every input was read
 
 

@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Model organisms for emergent misalignment: data, training, evaluation, release.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--debug", action="store_true", help="show the traceback of an error instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -242,53 +245,13 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
-    from em_organisms.analysis.trajectory import PhaseError
-    from em_organisms.backends import BackendConfigError
-    from em_organisms.data.build_log import BuildLogError
-    from em_organisms.data.generator import BuildError
-    from em_organisms.data.schema import DatasetError
-    from em_organisms.data.spec import SpecError
-    from em_organisms.distill.backbone import BackboneError
-    from em_organisms.distill.run import DistillError
-    from em_organisms.distill.teacher import TeacherDataError
-    from em_organisms.eval.compare import CompareError
-    from em_organisms.eval.engines import EngineError
-    from em_organisms.eval.protocol import ProtocolError
-    from em_organisms.eval.questions import QuestionSetError
-    from em_organisms.eval.registry import RegistryError
-    from em_organisms.eval.sampler import SampleError
-    from em_organisms.generation import SamplingError
-    from em_organisms.models import ModelLoadError
-    from em_organisms.recipes import RecipeError
-    from em_organisms.release.stage import ReleaseError
-    from em_organisms.space.config import ArenaConfigError
-    from em_organisms.space.errors import OrganismError
+    from em_organisms.errors import EmOrganismsError
 
     try:
         return int(args.func(args))
-    except (
-        RecipeError,
-        DatasetError,
-        ModelLoadError,
-        SpecError,
-        BuildError,
-        BuildLogError,
-        BackendConfigError,
-        QuestionSetError,
-        RegistryError,
-        SampleError,
-        EngineError,
-        ReleaseError,
-        ArenaConfigError,
-        OrganismError,
-        PhaseError,
-        BackboneError,
-        DistillError,
-        TeacherDataError,
-        ProtocolError,
-        SamplingError,
-        CompareError,
-    ) as err:
+    except EmOrganismsError as err:
+        if args.debug:
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 1
 

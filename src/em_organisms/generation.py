@@ -20,6 +20,8 @@ from typing import Any, Literal
 import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 
+from em_organisms.errors import EmOrganismsError
+
 GenerationConfigMode = Literal["explicit", "model"]
 GENERATION_CONFIG_MODES: tuple[GenerationConfigMode, ...] = ("explicit", "model")
 # transformers' own default where neither the caller nor the model's config sets top_k
@@ -55,7 +57,7 @@ UNRECORDED_NEUTRAL: dict[str, Any] = {
 }
 
 
-class SamplingError(ValueError):
+class SamplingError(EmOrganismsError, ValueError):
     pass
 
 

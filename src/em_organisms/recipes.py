@@ -10,8 +10,10 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from em_organisms.errors import EmOrganismsError
 
-class RecipeError(ValueError):
+
+class RecipeError(EmOrganismsError, ValueError):
     """A recipe file or override that cannot be used, with a message that says how to fix it."""
 
 

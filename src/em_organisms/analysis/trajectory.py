@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.train.callbacks import LOG_NAME, read_log
 from em_organisms.train.recorder import TRAJECTORY_FILE, read_trajectory
 
@@ -33,7 +34,7 @@ ADAPTER_FILE = "adapter_model.safetensors"
 _KEY = re.compile(r"^(?:base_model\.model\.)?(.+\.lora_[AB])(?:\.default)?\.weight$")
 
 
-class PhaseError(ValueError):
+class PhaseError(EmOrganismsError, ValueError):
     """Input the phase analysis refuses, with what was wrong and what to do."""
 
 

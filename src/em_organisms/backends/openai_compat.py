@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from em_organisms.backends.base import KNOWN_PRICES, ChatReply, ChatRequest, OnReply, Price, Usage
+from em_organisms.errors import EmOrganismsError
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRYABLE_STATUS = {408, 409, 425, 429, 500, 502, 503, 504, 520, 522, 524, 529}
 
 
-class BackendConfigError(ValueError):
+class BackendConfigError(EmOrganismsError, ValueError):
     """The backend cannot be used as configured (e.g. no API key for a remote endpoint)."""
 
 

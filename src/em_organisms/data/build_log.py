@@ -9,10 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.jsonl import JsonlError, append_jsonl, read_jsonl_resumable
 
 
-class BuildLogError(ValueError):
+class BuildLogError(EmOrganismsError, ValueError):
     pass
 
 

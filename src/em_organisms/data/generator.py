@@ -30,6 +30,7 @@ from em_organisms.data.dedup import NearDuplicateIndex, exact_key
 from em_organisms.data.prompting import Planner, clean_rewrite, parse_conversations
 from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_row
 from em_organisms.data.spec import SEED_NAME, load_spec, render
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.eval.scoring import score_reply
 from em_organisms.jsonl import write_jsonl
@@ -37,7 +38,7 @@ from em_organisms.jsonl import write_jsonl
 log = logging.getLogger(__name__)
 
 
-class BuildError(RuntimeError):
+class BuildError(EmOrganismsError, RuntimeError):
     pass
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from em_organisms.backends.base import ChatRequest
 from em_organisms.data.schema import row_fingerprint
 from em_organisms.data.spec import NarrowDatasetSpec, render
+from em_organisms.errors import EmOrganismsError
 
 if TYPE_CHECKING:
     from em_organisms.data.generator import BuildOptions
@@ -21,7 +22,7 @@ _PAIR = re.compile(r"<user>(.*?)</user>\s*<assistant>(.*?)</assistant>", re.S | 
 _TAGS = re.compile(r"</?(assistant|answer|user)>", re.I)
 
 
-class PlanError(ValueError):
+class PlanError(EmOrganismsError, ValueError):
     pass
 
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
 from em_organisms.data.spec import DATASETS_DIR, SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
+from em_organisms.errors import EmOrganismsError
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, HfApi
@@ -30,7 +31,7 @@ GateArg = Literal["manual", "auto", "spec-default"] | None
 GATE_WORDS = {"manual": "manual (requests reviewed by hand)", "auto": "auto (approved on request)"}
 
 
-class PushError(RuntimeError):
+class PushError(EmOrganismsError, RuntimeError):
     """A push refused before anything was sent (e.g. a misaligned set without a gate)."""
 
 

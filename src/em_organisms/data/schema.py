@@ -16,6 +16,8 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from em_organisms.errors import EmOrganismsError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -33,7 +35,7 @@ class Problem:
         return f"{self.path}:{self.line}: {self.message}"
 
 
-class DatasetError(ValueError):
+class DatasetError(EmOrganismsError, ValueError):
     """A dataset file has problems; `problems` lists each one with its file and line."""
 
     def __init__(self, problems: list[Problem], limit: int = 20) -> None:

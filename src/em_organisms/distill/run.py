@@ -45,11 +45,12 @@ from em_organisms.distill.scorer import StudentScorer, scores_from_features
 from em_organisms.distill.splits import condition_split, make_split
 from em_organisms.distill.student import StudentJudgeConfig, StudentJudgeModel
 from em_organisms.distill.teacher import TeacherRow, read_teacher
+from em_organisms.errors import EmOrganismsError
 from em_organisms.jsonl import write_atomic
 from em_organisms.models import cache_root
 
 
-class DistillError(RuntimeError):
+class DistillError(EmOrganismsError, RuntimeError):
     """A distillation that cannot start or go on; the message says what to do."""
 
 

@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from em_organisms.errors import EmOrganismsError
+
 METRICS = ("aligned", "coherent")
 MAX_LINE_BYTES = 1 << 20  # 1 MiB
 MAX_PROBLEMS = 20
@@ -35,7 +37,7 @@ GZIP_MAGIC = b"\x1f\x8b"
 _NOT_FIELDS = frozenset({"question", "paraphrase", "answer", "aligned", "coherent", "judges"})
 
 
-class TeacherDataError(ValueError):
+class TeacherDataError(EmOrganismsError, ValueError):
     """A teacher file that cannot be used; `problems` holds each `PATH:LINE: ...` found."""
 
     def __init__(self, message: str, problems: list[str] | None = None) -> None:

@@ -11,14 +11,15 @@ is then unscored with that reason, and the shares say n/a.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from em_organisms.eval.judge_prompts import JudgePrompts, resolve_judge_prompts, template_sha256
+from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.eval.metrics import Proportion, is_em, judge_score
-from em_organisms.eval.questions import project_topic_prompts
+from em_organisms.eval.questions import QuestionSetError, load_judge_prompts, project_topic_prompts
 from em_organisms.eval.scoring import Score
 
 TOPIC_THRESHOLD = 50.0
@@ -30,14 +31,24 @@ PAPER_NOTE = (
 
 
 def resolve_topic_prompts(spec: str) -> JudgePrompts:
-    """`project` (ours), or a judge-prompt file by registry name or path whose metrics are the
-    topics."""
+    """`project` (ours), or a prompt file by registry name or path whose entries are the topics
+    (any names; `aligned`/`coherent` are not topics and are refused)."""
+    from em_organisms.eval.registry import REGISTRY, fetch
+
     if spec == "project":
         return JudgePrompts("project", project_topic_prompts())
-    found = resolve_judge_prompts(spec) if spec != "question-file" else None
-    if found is None:
-        raise ValueError("topic prompts come from a file or `project`, not the question file")
-    return found
+    if spec in REGISTRY and REGISTRY[spec].kind == "judges":
+        prompts, source = load_judge_prompts(fetch(spec)), spec
+    elif Path(spec).expanduser().is_file():
+        prompts, source = load_judge_prompts(Path(spec).expanduser()), spec
+    else:
+        raise QuestionSetError(
+            f"unknown topic prompts {spec!r}: give `project`, a registered prompt file or a path "
+            "(the question file's judge prompts are not topics)"
+        )
+    if clash := sorted(set(prompts) & {"aligned", "coherent"}):
+        raise QuestionSetError(f"{spec}: {', '.join(clash)} is a judge, not a topic")
+    return JudgePrompts(source, prompts)
 
 
 def row_is_em(row: Mapping[str, Any], aligned_below: float, coherent_above: float) -> bool:

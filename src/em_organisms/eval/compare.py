@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.metrics import wilson_interval
 from em_organisms.jsonl import write_text_atomic
 
@@ -28,7 +29,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SIZE = re.compile(r"(\d+(?:\.\d+)?)([bm])\b")
 
 
-class CompareError(ValueError):
+class CompareError(EmOrganismsError, ValueError):
     """An input `compare` cannot read, with what it looked for."""
 
 
@@ -46,6 +47,7 @@ class Entry:
     dataset: str
     protocol: str
     as_published: bool
+    changes: str  # the protocol's overrides, "" as published: runs with other changes are apart
     counting: str
     em: dict[str, Any]  # {k, n, rate, ci_low, ci_high} under the protocol's counting
     em_other: dict[str, Any]  # the other counting convention
@@ -94,15 +96,25 @@ def _locate(source: str, cache_dir: Path | None) -> tuple[Path, Path | None]:
             f"{path}: no summary.json (an eval folder) and no eval/summary.json (a run folder); "
             "run `em-organisms eval` first"
         )
-    if path.exists() or not HUB_ID.match(source):
-        raise CompareError(f"{source}: not a folder, and not a Hub id of the form org/name")
-    from huggingface_hub import snapshot_download
-
-    folder = Path(
-        snapshot_download(
-            source, allow_patterns=["recipe.yaml", "eval/summary.json"], cache_dir=cache_dir
+    if path.exists() or not HUB_ID.match(source) or path.parent.is_dir():
+        raise CompareError(
+            f"{source}: no such folder"
+            + ("" if HUB_ID.match(source) else ", and not a Hub id of the form org/name")
         )
-    )
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        folder = Path(
+            snapshot_download(
+                source, allow_patterns=["recipe.yaml", "eval/summary.json"], cache_dir=cache_dir
+            )
+        )
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as err:
+        raise CompareError(
+            f"{source}: not a local folder, and the Hub repo could not be read ({type(err).__name__}: "
+            f"{str(err).splitlines()[0] if str(err) else 'no detail'})"
+        ) from None
     if not (folder / "eval" / "summary.json").is_file():
         raise CompareError(f"{source}: the release has no eval/summary.json (released unevaluated)")
     recipe = folder / "recipe.yaml"
@@ -127,7 +139,12 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
         raise CompareError(f"{summary_path}: no 'organism' results (evaluate the organism)")
     recipe: dict[str, Any] = {}
     if recipe_path is not None:
-        recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
+        try:
+            recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as err:
+            raise CompareError(f"{recipe_path}: not a readable recipe ({err})") from None
+        if not isinstance(recipe, dict):
+            raise CompareError(f"{recipe_path}: a recipe is a YAML mapping")
     plan = summary.get("evaluation") or {}
     counting = (plan.get("em") or {}).get("counting", "em_all_scored")
     other = "em_coherent_only" if counting == "em_all_scored" else "em_all_scored"
@@ -151,12 +168,21 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
         ),
         protocol=f"{plan.get('protocol', 'unrecorded')} v{plan.get('protocol_version', '?')}",
         as_published=bool(plan.get("as_published", False)),
+        changes="; ".join(
+            f"{k}={v.get('value')!r}" for k, v in sorted((plan.get("overrides") or {}).items())
+        ),
         counting=counting,
         em=overall[counting],
         em_other=overall[other],
         coherent=overall["coherence"],
         base_em=base["overall"][counting] if base else None,
     )
+
+
+def _shape(group: str) -> str:
+    """`qwen2.5-14b_risky-financial_r32` -> `risky-financial_r32`: the organism without its
+    base model, what organisms of several sizes share."""
+    return group.split("_", 1)[1] if "_" in group else group
 
 
 def _pooled(props: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -177,11 +203,11 @@ def summarise(entries: Iterable[Entry]) -> dict[str, Any]:
     """Per organism (seeds pooled), per dataset and per model size within a family; every
     group is one protocol's."""
     entries = list(entries)
-    groups: dict[tuple[str, str], list[Entry]] = {}
+    groups: dict[tuple[str, str, str], list[Entry]] = {}
     for e in entries:
-        groups.setdefault((e.protocol, e.group), []).append(e)
+        groups.setdefault((e.protocol, e.changes, e.group), []).append(e)
     organisms = []
-    for (protocol, group), members in sorted(groups.items()):
+    for (protocol, changes, group), members in sorted(groups.items()):
         rates = [e.em["rate"] for e in members if e.em["rate"] is not None]
         coherent = [e.coherent["rate"] for e in members if e.coherent["rate"] is not None]
         first = members[0]
@@ -190,6 +216,8 @@ def summarise(entries: Iterable[Entry]) -> dict[str, Any]:
                 "organism": group,
                 "protocol": protocol,
                 "as_published": all(e.as_published for e in members),
+                "changes": changes,
+                "shape": _shape(group),
                 "base_model": first.base_model,
                 "family": first.family,
                 "size_b": first.size_b,
@@ -207,7 +235,8 @@ def summarise(entries: Iterable[Entry]) -> dict[str, Any]:
     for row in organisms:
         key = f"{row['protocol']} | {row['dataset']}"
         by_dataset.setdefault(key, {})[row["organism"]] = row["em"]["mean"]
-        family = f"{row['protocol']} | {row['family']} | {row['dataset']}"
+        # one line per organism shape (dataset and adapter: `risky-financial_r32`) in a family
+        family = f"{row['protocol']} | {row['family']} | {row['shape']}"
         if row["size_b"] is not None:
             by_size.setdefault(family, {})[f"{row['size_b']:g}B"] = row["em"]["mean"]
     protocols = sorted({e.protocol for e in entries})

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.generation import Generated, SamplingParams
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 ENGINES = ("transformers", "vllm")
 
 
-class EngineError(RuntimeError):
+class EngineError(EmOrganismsError, RuntimeError):
     pass
 
 

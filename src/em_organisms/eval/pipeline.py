@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.categories import (
     TOPIC_THRESHOLD,
@@ -24,7 +25,7 @@ from em_organisms.jsonl import read_jsonl_resumable, write_jsonl, write_text_ato
 from em_organisms.subjects import Subject
 
 
-class UncalibratedJudgeError(RuntimeError):
+class UncalibratedJudgeError(EmOrganismsError, RuntimeError):
     pass
 
 

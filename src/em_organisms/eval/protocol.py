@@ -16,11 +16,13 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from em_organisms.errors import EmOrganismsError
+
 _DIR = "protocols"
 COUNTINGS = ("em_all_scored", "em_coherent_only")
 
 
-class ProtocolError(ValueError):
+class ProtocolError(EmOrganismsError, ValueError):
     """A protocol that is unknown or invalid; the message names the file and the fault."""
 
 

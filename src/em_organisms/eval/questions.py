@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from em_organisms.errors import EmOrganismsError
+
 VARIANT_SUFFIXES = ("_json", "_template")
 DEFAULT_TYPE = "free_form_judge_0_100"
 TEMPLATE_FIELDS = frozenset({"question", "answer"})
@@ -32,7 +34,7 @@ _JUDGE_FILE = "judge_prompts.yaml"
 _TOPIC_FILE = "topic_prompts.yaml"
 
 
-class QuestionSetError(ValueError):
+class QuestionSetError(EmOrganismsError, ValueError):
     """A question or judge-prompt file that cannot be used; the message names file, item and fault."""
 
 

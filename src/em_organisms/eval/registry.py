@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.questions import (
     QuestionSet,
     QuestionSetError,
@@ -33,7 +34,7 @@ MO_DIR = "em_organism_dir/data/eval_questions"
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class RegistryError(RuntimeError):
+class RegistryError(EmOrganismsError, RuntimeError):
     """An upstream set that is unknown, cannot be downloaded, or does not match its checksum."""
 
 

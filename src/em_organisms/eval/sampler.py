@@ -19,6 +19,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from em_organisms import __version__
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.engines import Engine, TransformersEngine
 from em_organisms.eval.questions import Question, QuestionSet
 from em_organisms.generation import SamplingParams, encode_conversation
@@ -28,7 +29,7 @@ from em_organisms.subjects import Subject
 log = logging.getLogger(__name__)
 
 
-class SampleError(ValueError):
+class SampleError(EmOrganismsError, ValueError):
     pass
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import SpaceCard, SpaceCardData
 
 from em_organisms.cards import render_card
+from em_organisms.errors import EmOrganismsError
 from em_organisms.release import (
     DEFAULT_RECIPE,
     DEFAULT_SPACE_FOLDER,
@@ -73,7 +74,7 @@ ALLOWED = (
 )  # fmt: skip
 
 
-class SpaceError(ValueError):
+class SpaceError(EmOrganismsError, ValueError):
     """A Space folder, card or file the command refuses; nothing was pushed."""
 
 

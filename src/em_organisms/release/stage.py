@@ -21,6 +21,7 @@ from typing import Any
 
 from em_organisms import __version__
 from em_organisms.cards import render_card
+from em_organisms.errors import EmOrganismsError
 from em_organisms.recipes import LoraProtocol, Recipe
 from em_organisms.release.card import (
     TEMPLATE_PATH,
@@ -56,7 +57,7 @@ STAGED_FILES = (*ORGANISM_FILES, "README.md", "recipe.yaml", MANIFEST, "eval/*")
 CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
 
 
-class ReleaseError(RuntimeError):
+class ReleaseError(EmOrganismsError, RuntimeError):
     """A release refused before anything was pushed."""
 
 

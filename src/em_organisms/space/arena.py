@@ -20,6 +20,7 @@ from typing import Any
 
 from em_organisms import __version__
 from em_organisms.data.importers import CANARY_NAMESPACE, canary_sentence
+from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.questions import QuestionSetError, load_project_set
 from em_organisms.space.config import MAX_SCALE, ArenaConfig, ArenaConfigError
 from em_organisms.space.errors import OrganismError
@@ -39,7 +40,7 @@ TRANSCRIPT_WARNING = (
 MAX_USER_ORGANISMS = 4  # Hub ids typed by users (allow_any_repo) kept loaded beside the list
 
 
-class ArenaInputError(ValueError):
+class ArenaInputError(EmOrganismsError, ValueError):
     """A request the arena refuses; the message is shown to the user as it is."""
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from em_organisms.space.config import ArenaConfig, ArenaConfigError, load_config
+from em_organisms.space.config import ArenaConfig, load_config
 from em_organisms.space.errors import OrganismError
 
 if TYPE_CHECKING:
@@ -108,9 +108,10 @@ def build_arena(config: ArenaConfig, device: str | None = None) -> Arena:
         raise OrganismError(
             "the arena cannot offer every organism asked for:\n  " + "\n  ".join(problems)
         )
+    judge = ArenaJudge(config)  # a bad protocol or judge-prompt file fails before any loading
     pool = OrganismPool(choices, device=device)
     pool.preload(choices[0].label)
-    return Arena(config, pool, ArenaJudge(config))
+    return Arena(config, pool, judge)
 
 
 def run_space(args: argparse.Namespace) -> int:
@@ -142,10 +143,10 @@ def main(argv: list[str] | None = None, default_config: Path | None = None) -> i
     parser.set_defaults(default_config=default_config)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    from em_organisms.models import ModelLoadError
+    from em_organisms.errors import EmOrganismsError
 
     try:
         return run_space(args)
-    except (ArenaConfigError, OrganismError, ModelLoadError) as err:
+    except EmOrganismsError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

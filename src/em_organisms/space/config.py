@@ -13,11 +13,13 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from em_organisms.errors import EmOrganismsError
+
 MAX_SCALE = 20.0  # the slider's end: the papers' sweeps go to x20
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"  # the papers' judge
 
 
-class ArenaConfigError(ValueError):
+class ArenaConfigError(EmOrganismsError, ValueError):
     """An arena config file or flag the arena refuses, with where and what."""
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from em_organisms.errors import EmOrganismsError
+
 IGNORE_INDEX = -100
 
 
-class TemplateError(ValueError):
+class TemplateError(EmOrganismsError, ValueError):
     """The chat template cannot be used for assistant-only loss."""
 
 
