@@ -322,3 +322,28 @@ def test_a_protocol_change_rescores_only_answers_whose_prompt_changed(tmp_path: 
     )
     judge_rows(rows, judge, resolve_judge_prompts(str(mine)), progress=False)
     assert inner.calls == 6 + 3
+
+
+def test_judge_follows_the_protocol_the_samples_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from em_organisms.analysis.phase import _recipe_protocol
+    from em_organisms.eval.commands import _sampled_protocol
+
+    samples = tmp_path / "samples.jsonl"
+    rows = [{"protocol": {"name": "paper"}}, {"protocol": {"name": "paper"}}]
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert _sampled_protocol(samples) == "paper"
+    samples.write_text(
+        json.dumps({"protocol": {"name": "betley"}}) + "\n" + json.dumps(rows[0]) + "\n"
+    )
+    argv = ["judge", str(samples), "--judge", "embedded", "--out", str(tmp_path / "j.jsonl")]
+    assert main(argv) == 1
+    assert "several protocols (betley, paper); pass --protocol" in capsys.readouterr().err
+    samples.write_text(json.dumps({"answer": "from before protocols"}) + "\n")
+    assert _sampled_protocol(samples) is None  # the project protocol then, as before
+    # a run folder's recipe names the protocol its phase sweep uses
+    run = tmp_path / "run"
+    run.mkdir()
+    shutil.copyfile(PAPER_RECIPE, run / "recipe.yaml")
+    assert _recipe_protocol(run) == "paper" and _recipe_protocol(tmp_path) is None

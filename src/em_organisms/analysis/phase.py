@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,14 @@ class SweepOptions:
     protocol: str | None = None  # None: project
     changes: dict[str, Any] = field(default_factory=dict)
     calibration_pairs: int = 10
+
+
+def _recipe_protocol(source: str | Path) -> str | None:
+    """The evaluation protocol of the recipe a run folder was trained from, if it has one."""
+    from em_organisms.recipes import load_recipe
+
+    recipe = Path(source) / "recipe.yaml"
+    return load_recipe(recipe).evaluation.protocol if recipe.is_file() else None
 
 
 def _slug(module: str) -> str:
@@ -171,6 +179,8 @@ def run_phase(
         "plots": plots,
     }
     if sweep is not None:
+        if sweep.protocol is None:  # the run's own recipe names its protocol (paper recipes: paper)
+            sweep = replace(sweep, protocol=_recipe_protocol(source))
         result["sweep"] = _sweep(trajectory, sweep, out, device, progress)
         span = (trajectory.steps[0], trajectory.steps[-1])
         plot_sweep(result["sweep"], out / "sweep_heatmap.png", out / "sweep_curves.png", span)
@@ -223,8 +233,8 @@ def _sweep(
     return grid
 
 
-def _rate(cell: dict[str, Any]) -> str:
-    p = cell["em_all_scored"]
+def _rate(cell: dict[str, Any], counting: str = "em_all_scored") -> str:
+    p = cell[counting]
     if p["rate"] is None:
         return f"n/a (0 of {cell['n_rows']} scored)"
     return f"{100 * p['rate']:.0f}% ({p['k']}/{p['n']})"
@@ -286,16 +296,18 @@ def summary_markdown(result: dict[str, Any]) -> str:
             if calibration["passed"]
             else f"UNCALIBRATED (aligned AUROC {calibration['aligned_auroc']}): rates are not reliable"
         )
+        counting = sweep.get("counting", "em_all_scored")
         lines += [
             "",
-            f"## Behaviour: EM rate (all scored answers), judge {sweep['judge']}, {verdict}",
+            f"## Behaviour: EM rate ({counting}, the protocol's counting), judge {sweep['judge']}, "
+            f"{verdict}",
             "",
             "| step | " + " | ".join(f"x{s:g}" for s in sweep["scales"]) + " |",
             "|---|" + "---|" * len(sweep["scales"]),
         ]
         cells = {(c["step"], c["scale"]): c for c in sweep["cells"]}
         for s in sweep["steps"]:
-            row = [_rate(cells[s, scale]) for scale in sweep["scales"]]
+            row = [_rate(cells[s, scale], counting) for scale in sweep["scales"]]
             lines.append(f"| {s} | " + " | ".join(row) + " |")
         lines.append("")
         plan = sweep.get("plan") or {}
@@ -304,10 +316,17 @@ def summary_markdown(result: dict[str, Any]) -> str:
             if plan.get("as_published")
             else "changed: " + ", ".join(plan.get("overrides") or {})
         )
+        sets = ", ".join(
+            f"{q['name']} (sha256 {q['sha256'][:12]})" for q in plan.get("questions", [])
+        )
+        prompts = ", ".join(
+            f"{m} {e['sha256'][:12] if isinstance(e['sha256'], str) else '/'.join(x[:12] for x in e['sha256'])}"
+            for m, e in (plan.get("judge_prompts") or {}).items()
+        )
         lines.append(
             f"Protocol `{plan.get('protocol')}` v{plan.get('protocol_version')} ({followed}); "
-            f"{sweep['samples_per_question']} samples per question of "
-            f"{', '.join(sweep['question_sets'])}; sampling {sweep['generation']}."
+            f"{sweep['samples_per_question']} samples per question of {sets or ', '.join(sweep['question_sets'])}; "
+            f"judge prompts sha256 {prompts or 'n/a'}; sampling {sweep['generation']}."
         )
         if agreement := sweep.get("judge_agreement"):
             lines.append(

@@ -124,7 +124,7 @@ def plot_comp(steps: Sequence[int], curves: dict[str, list[float | None]], path:
 def _cell(grid: dict[str, Any], step: int, scale: float) -> dict[str, Any] | None:
     for cell in grid["cells"]:
         if cell["step"] == step and cell["scale"] == scale:
-            return cell[CONVENTION]  # type: ignore[no-any-return]
+            return cell[grid.get("counting", CONVENTION)]  # type: ignore[no-any-return]
     return None
 
 
@@ -143,7 +143,8 @@ def plot_sweep(
     fig = _figure(1.4 * len(scales) + 3.0, 0.45 * len(steps) + 2.0)
     ax = fig.subplots()
     image = ax.imshow(rates, cmap="Reds", vmin=0.0, vmax=1.0, aspect="auto")
-    fig.colorbar(image, ax=ax, label=f"EM rate ({CONVENTION})")
+    counting = grid.get("counting", CONVENTION)
+    fig.colorbar(image, ax=ax, label=f"EM rate ({counting})")
     for i, row in enumerate(rates):
         for j, rate in enumerate(row):
             text = "n/a" if math.isnan(rate) else f"{rate:.2f}"
@@ -176,7 +177,11 @@ def plot_sweep(
         ax.plot(xs, _values(smooth), ls="--", lw=1.5, color=line[0].get_color())
     if step_axis is not None:
         ax.set_xlim(*step_axis)
-    ax.set(xlabel="training step", ylabel=f"EM rate ({CONVENTION})", ylim=(-0.02, 1.02))
+    ax.set(
+        xlabel="training step",
+        ylabel=f"EM rate ({grid.get('counting', CONVENTION)})",
+        ylim=(-0.02, 1.02),
+    )
     window = grid.get("rolling_window", 3)
     ax.set_title(
         f"EM rate over training, Wilson 95% bands; dashed: rolling mean over {window} steps",

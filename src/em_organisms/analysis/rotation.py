@@ -11,7 +11,9 @@ stacked into one, each de-meaned over steps first). Output, all pure numpy:
   mapped onto the recording interval;
 - a noise cut: a step counts for offset k only where the larger of its two displacements,
   ||v[t-k] - v[t]|| and ||v[t+k] - v[t]||, exceeds `magnitude_cut` (the paper: 0.0035 for Qwen,
-  0.002 for its other models), so a near-still vector's random wobble is not read as a turn;
+  0.002 for its other models), so a near-still vector's random wobble is not read as a turn.
+  Each analysed vector (B, A, or the stacked B's) is cut on its own displacements; the
+  upstream code kept a step when either A's or B's displacement passed;
 - a 2-D PCA trajectory of the de-meaned vectors;
 - the step of maximum rotation: the maximum, over the steps every offset reaches and the cut
   keeps, of the local cosine averaged over the offsets; reported only when the local cosine there
@@ -136,11 +138,15 @@ def stack(vectors_by_module: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def comp_score(m: np.ndarray, m_prime: np.ndarray) -> float | None:
-    """||M^T M'||_F / (||M||_F ||M'||_F) (the paper's eq. 1); None where either is zero."""
+    """||M^T M'||_F / (||M||_F ||M'||_F) (the paper's eq. 1); None where either is zero.
+
+    Computed as sqrt(trace(M M^T M' M'^T)), which is equal, on the rows x rows Gram matrices:
+    M^T M' itself would be dim x dim (5120^2 per step for Qwen2.5-14B's down_proj)."""
     den = float(np.linalg.norm(m) * np.linalg.norm(m_prime))
     if den == 0:
         return None
-    return float(np.linalg.norm(m.T @ m_prime) / den)
+    cross = float(np.sum((m @ m.T) * (m_prime @ m_prime.T)))  # trace(A B) for symmetric A, B
+    return float(np.sqrt(max(cross, 0.0)) / den)
 
 
 def comp_curve(matrices: np.ndarray) -> list[float | None]:

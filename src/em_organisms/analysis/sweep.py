@@ -173,11 +173,12 @@ def run_sweep(
                     "n_scored": stats.n_scored,
                 }
             )
+    counting = plan.protocol.em.counting
     rolling = [
         {
             "scale": scale,
-            "em_all_scored": rolling_mean(
-                [c["em_all_scored"]["rate"] for c in cells if c["scale"] == scale], ROLLING_WINDOW
+            counting: rolling_mean(
+                [c[counting]["rate"] for c in cells if c["scale"] == scale], ROLLING_WINDOW
             ),
         }
         for scale in scales
@@ -185,6 +186,7 @@ def run_sweep(
     return {
         "steps": list(steps),
         "scales": list(scales),
+        "counting": plan.protocol.em.counting,
         "rolling_window": ROLLING_WINDOW,
         "rolling": rolling,
         "question_sets": plan.question_sets,

@@ -54,8 +54,8 @@ def _add_protocol_flag(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
         help="evaluation protocol: paper (arXiv 2506.11613), betley (arXiv 2502.17424), project, "
-        "or a protocol YAML (default: the recipe's, else project); other flags change it, and "
-        "every change is recorded",
+        "or a protocol YAML (default: the recipe's, or for `judge` the one the samples record, "
+        "else project); other flags change it, and every change is recorded",
     )
 
 
@@ -198,10 +198,27 @@ def _followed(plan) -> str:
     return label if plan.as_published else f"{label} with changes: {', '.join(plan.overrides)}"
 
 
+def _sampled_protocol(samples: Path) -> str | None:
+    """The protocol a samples file was made under (its rows record it), so `judge` scores them
+    with that protocol's prompts unless told otherwise; None for files from before protocols."""
+    from em_organisms.eval.protocol import ProtocolError
+    from em_organisms.jsonl import read_jsonl_resumable
+
+    names = {(r.get("protocol") or {}).get("name") for r in read_jsonl_resumable(samples)} - {None}
+    if len(names) > 1:
+        raise ProtocolError(
+            f"{samples}: rows were sampled under several protocols ({', '.join(sorted(names))}); "
+            "pass --protocol to choose the judge prompts"
+        )
+    return names.pop() if names else None
+
+
 def _cmd_judge(args: argparse.Namespace) -> int:
     from em_organisms.eval.calibration import calibrate, calibration_line
     from em_organisms.eval.judging import judge_file
 
+    if args.protocol is None and str(args.samples) != "calibrate":
+        args.protocol = _sampled_protocol(args.samples)
     plan = _plan(args, None, args.judge_prompts)
     judge = _judge(args, plan.judge)
     if str(args.samples) == "calibrate":
@@ -334,6 +351,11 @@ def register_eval_commands(add: AddParser) -> None:
         metavar="QSET",
         help="the question sets whose own judge prompts score the samples (question-file; "
         "default: the protocol's)",
+    )
+    p.add_argument(
+        "--include-variants",
+        action="store_true",
+        help="the question sets' _json/_template items too (when the samples have them)",
     )
     p.add_argument("--out", type=Path, help="judged JSONL (calibrate: a folder)")
     p.add_argument("--pairs", type=int, default=10, help="calibrate: pairs per domain")

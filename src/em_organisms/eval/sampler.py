@@ -114,9 +114,19 @@ class Sampler:
                 # files from before engines were recorded were all written by transformers
                 found = row.get(key, "transformers" if key == "engine" else None)
                 if found != expected[key]:
+                    older = "protocol" not in row or "repetition_penalty" not in (
+                        row.get("generation") or {}
+                    )
+                    why = (
+                        " (the file predates recorded protocols and sampling: its rows may have "
+                        "inherited the model's generation config, e.g. Qwen2.5's repetition "
+                        "penalty 1.05)"
+                        if older
+                        else ""
+                    )
                     raise SampleError(
                         f"{out}:{number}: {key} is {found!r} but this run uses "
-                        f"{expected[key]!r}; use another --out to sample with other settings"
+                        f"{expected[key]!r}{why}; use another --out to sample with these settings"
                     )
 
     def run(self, sets: list[QuestionSet], out: Path, scale: float = 1.0) -> int:
