@@ -21,7 +21,7 @@ else
 SUDO := sudo
 endif
 
-.PHONY: install .venv-olah .venv-vllm chromium demo test bench lint format clean
+.PHONY: install .venv-olah .venv-vllm chromium demo test test-fast bench lint format clean
 
 install: $(VENV)/.installed
 
@@ -70,7 +70,11 @@ demo: install
 	HF_HUB_OFFLINE=1 $(VENV)/bin/em-organisms demo
 
 test: install .venv-olah .venv-vllm chromium
-	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider --durations=15
+
+# The inner loop: unit tests on tiny models; no server, browser, embedded model or training run.
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest tests -q -p no:cacheprovider -m "not slow" --durations=10
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_train.py --out benchmarks/results/train.json

@@ -18,6 +18,18 @@ TINY_HUB_ID = "em-organisms-tests/tiny-llama"
 pytest_plugins = ["hub_server.fixture", "serve_fixture", "distill_fixture"]
 
 
+# `make test-fast` leaves out what needs a server, a browser, the embedded model or a real
+# training run: tests marked `integration` or `slow`, and every test that uses one of these.
+SERVER_FIXTURES = frozenset({"local_hub", "served_embedded"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if item.get_closest_marker("integration") or fixtures & SERVER_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def embedded_dir() -> Path:
     from em_organisms.models import embedded_model_dir

@@ -43,6 +43,8 @@ FAST = [
     "training.warmup_steps=0",
 ]
 
+pytestmark = pytest.mark.slow  # trains and releases an organism (a training run)
+
 
 def _judged_rows(recipe_sha: str) -> list[dict[str, Any]]:
     rows = []

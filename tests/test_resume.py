@@ -50,6 +50,7 @@ def recipe_path(tmp_path_factory: pytest.TempPathFactory, tokenizer) -> Path:
     return path
 
 
+@pytest.mark.slow  # a real training run (killed and resumed) / a distillation
 def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Path) -> None:
     reference = tmp_path / "reference"
     subprocess.run(

@@ -75,6 +75,7 @@ def test_judge_calibrate_reproduces_the_shipped_calibration(tmp_path: Path, caps
     assert "distilled" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # a real training run (killed and resumed) / a distillation
 def test_distill_from_a_sample_of_the_shared_teacher_file(tmp_path: Path) -> None:
     if not SHARED_DATA.is_file():
         pytest.skip("../shared/reference/judge-data is not on this machine")
