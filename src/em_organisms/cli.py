@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show the traceback of an error instead of one line"
     )
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        help="where organisms are trained to and looked for: RUNS_DIR/ORGANISM_ID (default "
+        "$EM_ORGANISMS_RUNS_DIR, else runs/ under the current directory)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(
@@ -198,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output-dir",
         type=Path,
-        help="default: runs/ORGANISM_ID (with --seeds: the folder that holds one run per seed)",
+        help="default: RUNS_DIR/ORGANISM_ID (see --runs-dir; with --seeds: the folder that holds "
+        "one run per seed)",
     )
     p.add_argument(
         "--seeds",
@@ -246,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s"
     )
     from em_organisms.errors import EmOrganismsError
+    from em_organisms.paths import RUNS_ENV
 
+    if args.runs_dir is not None:
+        os.environ[RUNS_ENV] = str(args.runs_dir)
     try:
         return int(args.func(args))
     except EmOrganismsError as err:

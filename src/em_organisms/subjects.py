@@ -1,6 +1,6 @@
 """What an evaluation samples from: a base model alone, or a base model and its organism.
 
-`MODEL_OR_RECIPE` may be a recipe YAML (its trained organism under runs/ORGANISM_ID or
+`MODEL_OR_RECIPE` may be a recipe YAML (its trained organism under RUNS_DIR/ORGANISM_ID, see `paths`, or
 `organism_dir`), an organism folder (an adapter), or a plain model (Hub id, folder, embedded).
 With `load_weights=False` only the tokenizer is loaded: an engine that loads the weights itself
 (vLLM) needs no second copy in this process.
@@ -79,9 +79,9 @@ def base_model_location(spec: str) -> str:
 
 
 def default_organism_dir(recipe: Recipe) -> Path:
-    from em_organisms.train.runner import REPO_ROOT
+    from em_organisms.paths import organism_dir
 
-    return REPO_ROOT / "runs" / recipe.organism_id
+    return organism_dir(recipe.organism_id)
 
 
 def load_subject(

@@ -104,7 +104,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
     p.add_argument("--include-variants", action="store_true", help="keep _json/_template items")
     p.add_argument("--batch-size", type=int, help="answers per generate call (default: auto)")
     p.add_argument(
-        "--organism-dir", type=Path, help="a recipe's trained organism (default runs/ID)"
+        "--organism-dir", type=Path, help="a recipe's trained organism (default RUNS_DIR/ID)"
     )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument(

@@ -76,7 +76,7 @@ def register_release_command(add: AddParser) -> None:
     )
     p.add_argument("recipe", type=Path, help="organism recipe YAML (trained and evaluated)")
     p.add_argument("--repo-id", metavar="ORG/NAME", help="default: the recipe's release.repo_id")
-    p.add_argument("--organism-dir", type=Path, help="the trained organism (default runs/ID)")
+    p.add_argument("--organism-dir", type=Path, help="the trained organism (default RUNS_DIR/ID)")
     p.add_argument("--eval-dir", type=Path, help="its eval report (default ORGANISM_DIR/eval)")
     p.add_argument(
         "--staging-dir",

@@ -37,7 +37,9 @@ class TrainResult:
 
 
 def default_output_dir(recipe: Recipe) -> Path:
-    return Path("runs") / recipe.organism_id
+    from em_organisms.paths import organism_dir
+
+    return organism_dir(recipe.organism_id)
 
 
 def chat_end_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
