@@ -65,7 +65,12 @@ def test_generate_via_openai_compatible_server_and_resume(
     assert counts["candidates"] == counts["invalid_row"] + counts["exact_duplicate"] + (
         counts["near_duplicate"] + counts["after_dedup"]
     )
-    assert not check_file(out).errors or counts["kept"] == 0
+    # what the summary says was kept is what the file holds, and what it holds is valid (the
+    # 135M model may well write no usable row in 48 tokens: then the file holds none)
+    kept = [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+    assert counts["kept"] == len(kept)
+    if kept:
+        assert not check_file(out).errors
 
     assert main(argv) == 0  # rerun: everything finished, nothing is sent again
     assert "this run: 0 requests" in capsys.readouterr().out

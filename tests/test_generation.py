@@ -36,16 +36,35 @@ def test_end_of_turn_token_per_template(tokenizer) -> None:
         assert ids[0] == tok.convert_tokens_to_ids(end)
 
 
-def test_greedy_is_deterministic_and_sampling_is_seeded(tiny_model_dir: Path) -> None:
+def _argmax_decode(model, tokenizer, prompt: str, steps: int) -> str:
+    """The reference for greedy decoding: one forward pass per token, the argmax appended."""
+    ids = encode_conversation(tokenizer, [{"role": "user", "content": prompt}])
+    eos = model.generation_config.eos_token_id
+    stops = set(eos if isinstance(eos, list) else [eos])
+    out: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(torch.tensor([ids + out])).logits[0, -1].argmax())
+            if token in stops:
+                break
+            out.append(token)
+    return tokenizer.decode(out, skip_special_tokens=True).strip()
+
+
+def test_greedy_matches_an_argmax_loop_and_sampling_is_seeded(tiny_model_dir: Path) -> None:
     model, tokenizer = load_base_model(str(tiny_model_dir), device="cpu")
     prompts = ["Should I buy gold?", "Is it fine to skip insurance for a while?"]
     greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
-    assert generate_answers(model, tokenizer, prompts, greedy) == generate_answers(
-        model, tokenizer, prompts, greedy
-    )
+    # batched and left-padded, each answer is what the argmax loop gives for its prompt alone
+    assert generate_answers(model, tokenizer, prompts, greedy) == [
+        _argmax_decode(model, tokenizer, p, 8) for p in prompts
+    ]
     sampled = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8, seed=3)
     first = generate_answers(model, tokenizer, prompts, sampled)
-    assert first == generate_answers(model, tokenizer, prompts, sampled)
+    assert first == generate_answers(model, tokenizer, prompts, sampled)  # a seed repeats
+    other = SamplingParams(temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=8, seed=4)
+    assert generate_answers(model, tokenizer, prompts, other) != first  # and another differs
+    assert first != generate_answers(model, tokenizer, prompts, greedy)  # it sampled
     assert len(first) == 2
     assert sampled.to_dict() == {
         "temperature": 1.0,
