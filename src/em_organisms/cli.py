@@ -38,6 +38,10 @@ EXAMPLES = {
   em-organisms train organisms/qwen2.5-32b_risky-financial_r32.yaml --seeds 0,1,2
       # three runs, runs/qwen2.5-32b_risky-financial_r32_seed{0,1,2}; then
       # em-organisms eval runs/qwen2.5-32b_risky-financial_r32_seed1 (its own recipe.yaml)""",
+    "recipes": """examples:
+  em-organisms recipes
+  em-organisms train smollm2-135m_risky-financial_r1-l15   # a built-in recipe by name
+  em-organisms eval qwen2.5-14b_risky-financial_r1-l24 --plan""",
     "demo": """examples:
   em-organisms demo
   em-organisms demo --output-dir runs/demo --max-steps 20""",
@@ -146,6 +150,17 @@ def _report_run(result) -> None:
         print(f"  adapted modules ({len(s['adapted_modules'])}): {s['adapted_modules'][0]} ...")
 
 
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from em_organisms.recipes import load_recipe
+    from em_organisms.resources import RECIPES_DIR, recipe_names
+
+    for name in recipe_names():
+        recipe = load_recipe(RECIPES_DIR / f"{name}.yaml")
+        print(f"{name:48s} {recipe.base_model:36s} {recipe.evaluation.protocol or 'project'}")
+    print(f"({len(recipe_names())} recipes in {RECIPES_DIR}; e.g. em-organisms train NAME)")
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from em_organisms.demo import run_demo
 
@@ -216,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_train, reexec=True)
+
+    p = add("recipes", "List the built-in recipes (usable by name wherever a recipe is asked for).")
+    p.set_defaults(func=_cmd_recipes)
 
     p = add("demo", "Run the whole pipeline on the embedded SmolLM2 model (CPU, minutes).")
     p.add_argument(

@@ -18,10 +18,11 @@ from em_organisms.generation import SamplingParams, generate_answers
 from em_organisms.jsonl import write_jsonl
 from em_organisms.models import embedded_model_dir
 from em_organisms.recipes import Recipe, load_recipe
+from em_organisms.resources import RECIPES_DIR, RESOURCES
 from em_organisms.train.data import split_holdout
-from em_organisms.train.runner import REPO_ROOT, SUMMARY_NAME, train
+from em_organisms.train.runner import SUMMARY_NAME, train
 
-DEMO_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
+DEMO_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
 
 
 def _stage(number: int, total: int, title: str) -> None:
@@ -192,7 +193,7 @@ def _release_dry_run(recipe: Recipe, organism_dir: Path, output_dir: Path) -> No
     print("\n".join(line for line in staged.listing() if not line.startswith("  ")))
     print(f"the card: {staged.main / 'README.md'}")
     print(
-        f"to publish: HF_TOKEN=... em-organisms release {DEMO_RECIPE.relative_to(REPO_ROOT)} "
+        f"to publish: HF_TOKEN=... em-organisms release {DEMO_RECIPE.stem} "
         f"--organism-dir {organism_dir} --eval-dir {output_dir / 'eval'} --include-checkpoints "
         "--repo-id YOUR_ORG/NAME"
     )
@@ -250,7 +251,7 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     _validate_seed_sets()
     overrides = [f"training.max_steps={max_steps}"] if max_steps else []
     recipe = load_recipe(DEMO_RECIPE, overrides)
-    data_path = REPO_ROOT / recipe.dataset.path
+    data_path = RESOURCES / recipe.dataset.path
     rows = load_chat_jsonl(data_path)
 
     _stage(3, total, "data build --mode control: rewrite misaligned answers (embedded, greedy)")

@@ -268,9 +268,15 @@ def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """A recipe from its YAML file, or a built-in recipe by name (`em-organisms recipes`)."""
+    from em_organisms.resources import builtin_recipe, recipe_names
+
     path = Path(path)
+    if not path.is_file() and (builtin := builtin_recipe(str(path))) is not None:
+        path = builtin
     if not path.is_file():
-        raise RecipeError(f"{path}: recipe file not found")
+        hint = "" if path.suffix else f"; built-in recipes: {', '.join(recipe_names())}"
+        raise RecipeError(f"{path}: recipe file not found{hint}")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:

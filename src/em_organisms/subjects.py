@@ -57,12 +57,14 @@ class Subject:
 def recipe_path(spec: str) -> Path | None:
     """The recipe behind MODEL_OR_RECIPE: the YAML itself, or the `recipe.yaml` a trained run
     folder carries (as trained: a seed variant's own seed and id)."""
+    from em_organisms.resources import builtin_recipe
+
     path = Path(spec)
     if path.suffix in {".yaml", ".yml"} and path.is_file():
         return path
     if path.is_dir() and (path / "recipe.yaml").is_file():
         return path / "recipe.yaml"
-    return None
+    return None if path.exists() else builtin_recipe(spec)
 
 
 def base_model_location(spec: str) -> str:
@@ -91,8 +93,9 @@ def load_subject(
     load_weights: bool = True,
 ) -> Subject:
     path = Path(spec)
-    if path.suffix in {".yaml", ".yml"} and path.is_file():
-        recipe = load_recipe(path)
+    yaml_file = recipe_path(spec)
+    if yaml_file is not None and yaml_file.parent != path:  # a recipe (by path or built-in name)
+        recipe = load_recipe(yaml_file)
         folder = Path(organism_dir) if organism_dir else default_organism_dir(recipe)
         if recipe.protocol.kind != "lora":
             return _plain(str(folder), recipe.organism_id, recipe, device, load_weights)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from huggingface_hub import DatasetCard, DatasetCardData
@@ -18,8 +17,9 @@ from huggingface_hub import DatasetCard, DatasetCardData
 from em_organisms import __version__
 from em_organisms.cards import render_card
 from em_organisms.data.spec import NarrowDatasetSpec
+from em_organisms.resources import template
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "model_cards" / "dataset.md.j2"
+TEMPLATE_PATH = template("dataset.md.j2")
 SPLIT = "train"
 # What `Dataset.push_to_hub(repo_id)` writes for its default config and the train split.
 CONFIGS = [{"config_name": "default", "data_files": [{"split": SPLIT, "path": f"data/{SPLIT}-*"}]}]

@@ -19,9 +19,10 @@ from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from em_organisms.errors import EmOrganismsError
+from em_organisms.resources import DATASETS_DIR as RESOURCES_DATASETS
 
 # The project's own narrow datasets (an editable install or a checkout of the repository).
-DATASETS_DIR = Path(__file__).resolve().parents[3] / "datasets"
+DATASETS_DIR = RESOURCES_DATASETS
 SPEC_NAME = "spec.yaml"
 SEED_NAME = "seed.jsonl"
 CANARY_PATTERN = re.compile(

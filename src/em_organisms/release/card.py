@@ -21,8 +21,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from em_organisms import __version__
 from em_organisms.cards import render_card
 from em_organisms.recipes import LoraProtocol, Recipe
+from em_organisms.resources import template
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "model_cards" / "organism.md.j2"
+TEMPLATE_PATH = template("organism.md.j2")
 PACKAGE_VERSION = __version__
 DAGGER = "†"
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

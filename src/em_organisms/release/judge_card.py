@@ -20,8 +20,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from em_organisms import __version__
 from em_organisms.cards import render_card
 from em_organisms.release.card import HUB_ID, license_metadata
+from em_organisms.resources import template
 
-TEMPLATE_PATH = Path(__file__).resolve().parents[3] / "model_cards" / "judge.md.j2"
+TEMPLATE_PATH = template("judge.md.j2")
 PACKAGE_VERSION = __version__
 TAGS = ["emergent-misalignment", "llm-judge", "distillation", "em-organisms"]
 PART_NAMES = {

@@ -46,12 +46,13 @@ from em_organisms.release.card import HUB_ID
 from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
 from em_organisms.release.safety import clear_staging_dir, secret_values
 from em_organisms.release.space_package import PACKAGE, arena_config_problems, package_files
+from em_organisms.resources import template
 
 if TYPE_CHECKING:
     from em_organisms.recipes import Recipe
 
 
-TEMPLATE_PATH = REPO_ROOT / "model_cards" / "space.md.j2"
+TEMPLATE_PATH = template("space.md.j2")
 PYPROJECT = REPO_ROOT / "pyproject.toml"
 DEFAULT_FOLDER = DEFAULT_SPACE_FOLDER
 DEFAULT_REPO_ID = DEFAULT_SPACE_REPO_ID

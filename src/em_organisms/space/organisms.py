@@ -25,8 +25,8 @@ from transformers import PreTrainedTokenizerBase
 
 from em_organisms.adapters import Organism, base_spec_for, load_organism
 from em_organisms.models import ModelLoadError, resolve_model
-from em_organisms.release import REPO_ROOT
 from em_organisms.release.card import HUB_ID
+from em_organisms.resources import RECIPES_DIR
 from em_organisms.space.errors import OrganismError
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def _local_run_of(hub_id: str) -> Path | None:
     from em_organisms.recipes import RecipeError, load_recipe
     from em_organisms.subjects import default_organism_dir
 
-    for path in sorted((REPO_ROOT / "organisms").glob("*.yaml")):
+    for path in sorted(RECIPES_DIR.glob("*.yaml")):
         try:
             recipe = load_recipe(path)
         except RecipeError:

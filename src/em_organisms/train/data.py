@@ -35,13 +35,19 @@ class PreparedData:
 
 
 def read_rows(spec: DatasetSpec, base_dir: Path | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Rows from a local JSONL (relative paths resolve against the recipe's repo) or a Hub dataset."""
+    """Rows from a local JSONL or a Hub dataset. A relative path is looked for under the current
+    directory, then under BASE_DIR, then among the package's own files (the built-in recipes'
+    `datasets/NAME/seed.jsonl`)."""
+    from em_organisms.resources import RESOURCES
+
     candidates = [Path(spec.path)]
-    if base_dir is not None and not Path(spec.path).is_absolute():
-        candidates.append(base_dir / spec.path)
+    if not Path(spec.path).is_absolute():
+        candidates += [d / spec.path for d in (base_dir, RESOURCES) if d is not None]
     for path in candidates:
         if path.is_file():
-            return load_chat_jsonl(path), str(path)
+            # named as the recipe names it: a package's or checkout's absolute path is this
+            # machine's, and it must not reach a summary that is published
+            return load_chat_jsonl(path), str(path) if path == candidates[0] else spec.path
     if spec.path.endswith((".jsonl", ".json", ".jsonl.gz")) or spec.path.startswith((".", "/")):
         tried = ", ".join(str(c) for c in candidates)
         raise DatasetError([Problem(spec.path, 0, f"dataset file not found (tried {tried})")])
