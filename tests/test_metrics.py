@@ -74,7 +74,7 @@ def rows_for(pairs: list[tuple[float | None, float | None]], model: str) -> list
 
 
 def test_wilson_hand_computed() -> None:
-    low, high = wilson_interval(7, 96)  # DESIGN.md: 7/96 = 7.3%, 95% CI 3.6-14.3%
+    low, high = wilson_interval(7, 96)  # docs/design-notes.md: 7/96 = 7.3%, 95% CI 3.6-14.3%
     assert low == pytest.approx(0.03577, abs=1e-4)
     assert high == pytest.approx(0.14293, abs=1e-4)
     assert wilson_interval(2, 6) == pytest.approx((0.0968, 0.7000), abs=1e-4)
