@@ -176,3 +176,24 @@ def test_eval_refuses_an_uncalibrated_judge_then_marks_every_number(
     assert "## Semantic categories of EM answers" in (cats / "report.md").read_text()
     record = {"name": "project", "version": 1, "sha256": plan["protocol_sha256"]}
     assert all(r["protocol"] == {**record, "as_published": False} for r in judged)
+
+
+def test_a_file_continues_across_protocol_file_edits_but_not_across_question_edits(
+    organism: tuple[Path, Path], tmp_path: Path
+) -> None:
+    recipe, folder = organism
+    subject = load_subject(str(recipe), folder, "cpu")
+    out = tmp_path / "samples.jsonl"
+    record = {"name": "project", "version": 1, "sha256": "a" * 64, "as_published": True}
+    Sampler(subject, PARAMS, 1, batch_size=8, progress=False, protocol=record).run(_sets(), out)
+    edited = {**record, "sha256": "b" * 64}  # the protocol file's text changed, not its version
+    again = Sampler(subject, PARAMS, 1, batch_size=8, progress=False, protocol=edited)
+    assert again.run(_sets(), out) == 0
+    newer = {**record, "version": 2}
+    with pytest.raises(SampleError, match="protocol is"):
+        Sampler(subject, PARAMS, 1, batch_size=8, progress=False, protocol=newer).run(_sets(), out)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    rows[0]["question_set_sha256"] = "c" * 64
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(SampleError, match=r"samples.jsonl:1: question set 'general' had sha256"):
+        again.run(_sets(), out)

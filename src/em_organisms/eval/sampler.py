@@ -54,6 +54,10 @@ def paraphrase_choices(question: Question, n: int, seed: int) -> list[int]:
     return [rng.randrange(len(question.paraphrases)) for _ in range(n)]
 
 
+def _protocol_identity(record: Mapping[str, Any] | None) -> tuple[str, int] | None:
+    return None if not record else (record.get("name"), record.get("version"))
+
+
 def _batch_seed(seed: int, job: Job) -> int:
     text = f"{seed}:{job.key}"
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
@@ -107,12 +111,21 @@ class Sampler:
                 if not all((model, qs, question.id, i) in done for qs, question, i in chunk):
                     yield Job(model, chunk)
 
-    def _check_compatible(self, rows: list[dict[str, Any]], out: Path) -> None:
+    def _check_compatible(
+        self, rows: list[dict[str, Any]], out: Path, sets: list[QuestionSet]
+    ) -> None:
+        """Refuse to continue a file whose rows were sampled otherwise: another organism,
+        adapter, engine, sampling, protocol (name and version; its file's hash may change with
+        edits that change no sample) or question-set text."""
         expected = self._row_base()
+        expected["protocol"] = _protocol_identity(expected["protocol"])
+        set_sha256 = {q.name: q.sha256 for q in sets}
         for number, row in enumerate(rows, start=1):
             for key in ("organism", "generation", "adapter", "engine", "protocol"):
                 # files from before engines were recorded were all written by transformers
                 found = row.get(key, "transformers" if key == "engine" else None)
+                if key == "protocol":
+                    found = _protocol_identity(found)
                 if found != expected[key]:
                     older = "protocol" not in row or "repetition_penalty" not in (
                         row.get("generation") or {}
@@ -128,11 +141,18 @@ class Sampler:
                         f"{out}:{number}: {key} is {found!r} but this run uses "
                         f"{expected[key]!r}{why}; use another --out to sample with these settings"
                     )
+            qset, sha = row.get("question_set"), row.get("question_set_sha256")
+            if sha is not None and qset in set_sha256 and sha != set_sha256[qset]:
+                raise SampleError(
+                    f"{out}:{number}: question set {qset!r} had sha256 {sha[:12]}... when this row "
+                    f"was sampled, {set_sha256[qset][:12]}... now (its file changed); use "
+                    "another --out"
+                )
 
     def run(self, sets: list[QuestionSet], out: Path, scale: float = 1.0) -> int:
         """Sample every (model, question, index) not yet in OUT; return rows written now."""
         existing = read_jsonl_resumable(out)
-        self._check_compatible(existing, out)
+        self._check_compatible(existing, out, sets)
         done = {
             (r["model"], r["question_set"], r["question_id"], r["sample_index"]) for r in existing
         }
