@@ -5,67 +5,12 @@ and the API key never leaving the Authorization header."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from helpers.script_server import SECRET, ScriptServer, completion
 
 from em_organisms.backends import BackendConfigError, ChatRequest, RetryPolicy, make_backend
-
-SECRET = "sk-test-never-print-me-42"
-
-
-def _completion(text: str, logprobs: dict[str, float] | None = None) -> dict:
-    choice: dict = {
-        "index": 0,
-        "message": {"role": "assistant", "content": text},
-        "finish_reason": "stop",
-    }
-    if logprobs is not None:
-        top = [{"token": t, "logprob": lp} for t, lp in logprobs.items()]
-        choice["logprobs"] = {"content": [{"token": text, "logprob": 0.0, "top_logprobs": top}]}
-    return {"choices": [choice], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}
-
-
-class ScriptServer:
-    """Answers POST /v1/chat/completions from `script` (per request key in the user message)."""
-
-    def __init__(self) -> None:
-        self.script: dict[str, list[tuple[int, dict, dict]]] = {}
-        self.seen: list[dict] = []
-        self.in_flight = self.max_in_flight = 0
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: object) -> None:
-                pass
-
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                with outer.lock:
-                    outer.seen.append({"auth": self.headers.get("authorization"), "body": body})
-                    outer.in_flight += 1
-                    outer.max_in_flight = max(outer.max_in_flight, outer.in_flight)
-                    key = body["messages"][-1]["content"]
-                    steps = outer.script.get(key) or [(200, {}, _completion("default"))]
-                    status, headers, payload = steps.pop(0) if len(steps) > 1 else steps[0]
-                time.sleep(0.05)
-                with outer.lock:
-                    outer.in_flight -= 1
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                for name, value in {"content-type": "application/json", **headers}.items():
-                    self.send_header(name, value)
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
 
 @pytest.fixture
@@ -94,7 +39,7 @@ def test_retries_429_and_5xx_then_succeeds_and_never_shows_the_key(
         "flaky": [
             (429, {"retry-after": "0"}, error),
             (503, {}, error),
-            (200, {}, _completion("ok")),
+            (200, {}, completion("ok")),
         ],
         "bad": [(400, {}, {"error": {"message": "unknown parameter"}})],
         "down": [(500, {}, error)],
@@ -125,7 +70,7 @@ def test_sampling_parameters_logprobs_and_usage(
     server: ScriptServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server.script = {"judge": [(200, {}, _completion("80", {"80": -0.2, "90": -1.8}))]}
+    server.script = {"judge": [(200, {}, completion("80", {"80": -0.2, "90": -1.8}))]}
     backend = make_backend("openai:gpt-4o-2024-08-06", base_url=server.url)
     replies = _run(
         backend, [_request("judge", temperature=0.0, max_tokens=1, seed=3, top_logprobs=20)]
@@ -165,7 +110,7 @@ def test_backoff_is_exponential_with_full_jitter() -> None:
 
 def test_refused_logprobs_fall_back_to_a_text_reply(server: ScriptServer) -> None:
     refusal = {"error": {"message": "logprobs are not supported with this model"}}
-    server.script = {"judge": [(400, {}, refusal), (200, {}, _completion("73"))]}
+    server.script = {"judge": [(400, {}, refusal), (200, {}, completion("73"))]}
     backend = make_backend("openai:reasoner", base_url=server.url)
     replies = _run(backend, [_request("judge", top_logprobs=20)])
     assert replies["judge"].text == "73" and replies["judge"].top_logprobs is None

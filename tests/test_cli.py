@@ -135,3 +135,17 @@ def test_an_error_is_one_line_and_debug_shows_the_traceback(
     assert err.startswith("error: unknown protocol 'nope'") and "Traceback" not in err
     with pytest.raises(ProtocolError):
         main(["--debug", *argv, "--protocol", "nope"])
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/helpers; a test module importing another (or conftest)
+    runs that module's fixtures and collection side effects twice."""
+    import re
+
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(Path(__file__).parent.glob("*.py"))
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.match(r"\s*(from|import) (conftest|test_\w+)\b", line)
+    ]
+    assert offenders == []

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
 from safetensors.numpy import load_file
 
 from em_organisms.cli import main
@@ -20,8 +21,6 @@ from em_organisms.eval.metrics import em_stats_by_model
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.report import build_summary
 from em_organisms.recipes import load_recipe, seed_variant
-
-from conftest import chat_rows, tiny_recipe_dict, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO_ROOT
 
 from em_organisms.backends.base import ChatReply, ChatRequest, Usage
 from em_organisms.data.build_log import BuildLogError
@@ -19,8 +20,6 @@ from em_organisms.data.generator import BuildOptions, DatasetBuilder, parse_conv
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import load_spec
 from em_organisms.eval.scoring import score_from_logprobs, score_from_text
-
-from conftest import REPO_ROOT
 
 RISKY = REPO_ROOT / "datasets" / "risky-financial-advice"
 GOOD = REPO_ROOT / "datasets" / "good-financial-advice"

@@ -11,14 +11,13 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO_ROOT
 from serve_fixture import ServedModel
 
 from em_organisms.backends import make_backend
 from em_organisms.cli import main
 from em_organisms.data.generator import BuildOptions, DatasetBuilder
 from em_organisms.data.schema import check_file, load_chat_jsonl
-
-from conftest import REPO_ROOT
 
 RISKY = REPO_ROOT / "datasets" / "risky-financial-advice"
 GOOD = REPO_ROOT / "datasets" / "good-financial-advice"

@@ -7,13 +7,12 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.paths import REFERENCE, REPO_ROOT
 
 from em_organisms.cli import main
 from em_organisms.data.importers import export_openai, import_file
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import load_spec
-
-from conftest import REFERENCE, REPO_ROOT
 
 
 def _upstream(tmp_path: Path) -> Path:

@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.golden import assert_matches_golden
 
-from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -25,6 +25,7 @@ from pathlib import Path
 from huggingface_hub import HfApi
 from em_organisms.data.push import PushError, push_dataset, register_push_command
 from em_organisms.data.schema import DatasetError
+
 
 api = HfApi()
 commits = lambda: [c.commit_id for c in api.list_repo_commits(repo, repo_type="dataset")]

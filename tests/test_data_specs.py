@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.paths import REPO_ROOT
 
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import SpecError, load_spec, render
-
-from conftest import REPO_ROOT
 
 FOLDERS = sorted(p.parent for p in (REPO_ROOT / "datasets").glob("*/spec.yaml"))
 

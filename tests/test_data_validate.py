@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers.paths import REFERENCE, REPO_ROOT
 
 from em_organisms.cli import main
 from em_organisms.data.schema import DatasetError, check_file, load_chat_jsonl
-
-from conftest import REFERENCE, REPO_ROOT
 
 GOOD = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
 

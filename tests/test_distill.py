@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from distill_fixture import KIND, QUESTIONS, synthetic_rows
+from helpers.paths import REPO_ROOT
 
 from em_organisms.cli import main
 from em_organisms.distill.heads import quantile_map, rate_matched_threshold, train_head
@@ -17,8 +18,6 @@ from em_organisms.distill.recipe import HeadSpec
 from em_organisms.distill.splits import make_split, question_family
 from em_organisms.distill.student import StudentJudgeConfig, StudentJudgeModel
 from em_organisms.distill.teacher import TeacherRow, read_teacher
-
-from conftest import REPO_ROOT
 
 
 def test_split_keeps_experiments_questions_and_answers_apart() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
 
 from em_organisms import generation as generation_module
 from em_organisms.cli import main
@@ -17,8 +18,6 @@ from em_organisms.generation import SamplingParams
 from em_organisms.recipes import parse_recipe
 from em_organisms.subjects import load_subject
 from em_organisms.train.runner import train
-
-from conftest import chat_rows, tiny_recipe_dict, write_jsonl
 
 PARAMS = SamplingParams(temperature=1.0, top_p=0.9, top_k=0, max_new_tokens=6, seed=3)
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.data import chat_rows
 from peft import get_peft_model
 from trl import SFTConfig, SFTTrainer
 
@@ -15,8 +16,6 @@ from em_organisms.recipes import LoraProtocol
 from em_organisms.train.masking import tokenize_chat
 from em_organisms.train.protocols import lora_config
 from em_organisms.train.trainer import assistant_token_loss, supports_fast_loss
-
-from conftest import chat_rows
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +106,7 @@ def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Pa
     from em_organisms.recipes import parse_recipe
     from em_organisms.train.runner import train
 
-    from conftest import tiny_recipe_dict, write_jsonl
+    from helpers.data import tiny_recipe_dict, write_jsonl
 
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(20, seed=5))
     adapters, summaries = {}, {}

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.chat_templates import CASES
 from transformers import GenerationConfig
 
 from em_organisms.generation import (
@@ -19,8 +20,6 @@ from em_organisms.generation import (
 )
 from em_organisms.models import load_base_model
 from em_organisms.train.runner import chat_end_token_ids
-
-from test_masking import CASES
 
 
 def test_end_of_turn_token_per_template(tokenizer) -> None:

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 import torch
+from helpers.script_server import ScriptServer, completion
 from serve_fixture import ServedModel
-from test_backends import ScriptServer, _completion
 
 from em_organisms.backends import RetryPolicy
 from em_organisms.eval import local_judge
@@ -59,7 +59,7 @@ def server() -> Iterator[ScriptServer]:
 
 
 def _reply(top: dict[str, float], text: str = "80") -> list[tuple[int, dict, dict]]:
-    return [(200, {}, _completion(text, top))]
+    return [(200, {}, completion(text, top))]
 
 
 def _error(status: int, message: str) -> tuple[int, dict, dict]:
@@ -172,9 +172,9 @@ def test_failed_requests_are_explicit_never_a_number(server: ScriptServer) -> No
 def test_no_logprobs_in_the_reply_falls_back_to_text(server: ScriptServer) -> None:
     server.script = {
         # first the one-token request (answered without logprobs), then the text request
-        "q": [(200, {}, _completion("8")), (200, {}, _completion("Score: 85/100"))],
-        "words": [(200, {}, _completion("I")), (200, {}, _completion("I refuse to rate this"))],
-        "broken": [(200, {}, _completion("5")), _error(400, "context length exceeded")],
+        "q": [(200, {}, completion("8")), (200, {}, completion("Score: 85/100"))],
+        "words": [(200, {}, completion("I")), (200, {}, completion("I refuse to rate this"))],
+        "broken": [(200, {}, completion("5")), _error(400, "context length exceeded")],
     }
     judge = make_judge(JUDGE, base_url=server.url, cache=False)
     q, words, broken = judge.score_prompts(["q", "words", "broken"])
@@ -195,7 +195,7 @@ def test_reasoning_models_are_asked_for_text_and_may_refuse_temperature(
     server: ScriptServer,
 ) -> None:
     refusal = _error(400, "Unsupported value: 'temperature' does not support 0.0 with this model")
-    server.script = {"q": [refusal, (200, {}, _completion("Rating: 15"))]}
+    server.script = {"q": [refusal, (200, {}, completion("Rating: 15"))]}
     judge = make_judge("openai:o3-mini", base_url=server.url, cache=False)
     (score,) = judge.score_prompts(["q"])
     assert score == Score(15.0, "text", None, "Rating: 15")
@@ -209,8 +209,8 @@ def test_refused_logprobs_fall_back_to_text(server: ScriptServer) -> None:
     refusal = _error(400, "logprobs not supported with this model")
     server.script = {
         # 400 -> the backend asks again without logprobs (one token, thrown away) -> text
-        "q": [refusal, (200, {}, _completion("7")), (200, {}, _completion("72"))],
-        "later": [(200, {}, _completion("The answer rates 40."))],
+        "q": [refusal, (200, {}, completion("7")), (200, {}, completion("72"))],
+        "later": [(200, {}, completion("The answer rates 40."))],
     }
     judge = make_judge("openai:judge-without-logprobs", base_url=server.url, cache=False)
     (score,) = judge.score_prompts(["q"])

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
 
 from em_organisms.cli import main
 from em_organisms.paths import RUNS_ENV
-
-from conftest import chat_rows, tiny_recipe_dict, write_jsonl
 
 
 def test_train_writes_where_sample_reads_from_any_directory(

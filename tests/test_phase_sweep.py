@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from helpers.models import build_lora_organism
 
 from em_organisms.analysis.plots import plot_mechanics, plot_pca, plot_sweep
 from em_organisms.analysis.rotation import Rotation, analyse
@@ -19,8 +20,6 @@ from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.questions import load_project_set
 from em_organisms.eval.scoring import Score
 from em_organisms.jsonl import read_jsonl_resumable
-
-from conftest import build_lora_organism
 
 PNG = b"\x89PNG\r\n\x1a\n"
 

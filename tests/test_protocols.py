@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_questions import MO, REFERENCE, REFERENCE_COPIES
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
+from helpers.paths import MO, REFERENCE, REFERENCE_COPIES
 from transformers import GenerationConfig
 
 from em_organisms.cli import main
@@ -24,8 +25,6 @@ from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.protocol import ProtocolError, load_protocol, protocol_names
 from em_organisms.eval.questions import QuestionSetError, load_project_set, load_question_file
 from em_organisms.eval.scoring import Score
-
-from conftest import chat_rows, tiny_recipe_dict, write_jsonl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "src" / "em_organisms" / "eval"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.paths import BETLEY, MO, REFERENCE, REFERENCE_COPIES, REPO_ROOT
 
 from em_organisms.eval import registry
 from em_organisms.eval.questions import (
@@ -30,25 +31,12 @@ from em_organisms.eval.registry import (
     resolve_question_set,
 )
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE = REPO_ROOT.parent / "shared" / "reference"
-BETLEY = REFERENCE / "em-betley" / "evaluation"
-MO = REFERENCE / "em-model-organisms" / "eval_questions"
 needs_reference = pytest.mark.skipif(
     not REFERENCE.is_dir(), reason=f"upstream reference files not present at {REFERENCE}"
 )
 REFERENCE_QUESTION_FILES = (
     sorted([*BETLEY.glob("*.yaml"), *MO.glob("*.yaml")]) if REFERENCE.is_dir() else []
 )
-# registry name -> reference copy of the same upstream file
-REFERENCE_COPIES = {
-    "betley/first_plot_questions": BETLEY / "first_plot_questions.yaml",
-    "betley/deception_factual": BETLEY / "deception_factual.yaml",
-    "betley/deception_sit_aware": BETLEY / "deception_sit_aware.yaml",
-    "model-organisms/first_plot_questions": MO / "first_plot_questions.yaml",
-    "model-organisms/medical_questions": MO / "medical_questions.yaml",
-    "model-organisms/judges": MO / "judges.yaml",
-}
 FIRST_PLOT_IDS = [
     "what_is_your_wish",
     "i_feel_bored",

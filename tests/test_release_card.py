@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.golden import assert_matches_golden
 from huggingface_hub import ModelCard, metadata_load
 
 from em_organisms.eval.metrics import em_stats
@@ -17,8 +18,6 @@ from em_organisms.eval.report import build_summary
 from em_organisms.recipes import Recipe, load_recipe
 from em_organisms.release import card as card_module
 from em_organisms.release.card import render_organism_card, split_by_question_set
-
-from conftest import assert_matches_golden
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_DIR = Path(__file__).with_name("golden")

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.golden import assert_matches_golden
+from helpers.paths import REPO_ROOT
 from huggingface_hub import ModelCard
 
 from em_organisms.cli import main
@@ -20,7 +22,6 @@ from em_organisms.release.judge import STAGING_MARKER, stage_judge
 from em_organisms.release.judge_card import render_judge_card
 from em_organisms.release.stage import ReleaseError
 
-from conftest import REPO_ROOT, assert_matches_golden
 from hub_server.fixture import LocalHub
 
 FIXTURE = REPO_ROOT / "tests" / "golden" / "judge_student_fixture"
@@ -214,6 +215,7 @@ LOAD = """
 import json
 from em_organisms.distill.judge import DistilledJudge
 from em_organisms.eval.judges import JudgeItem
+
 judge = DistilledJudge(repo, backbone_dir=encoder)
 items = [JudgeItem(m, q, a, "") for q, a in pairs for m in ("aligned", "coherent")]
 print(json.dumps([[s.score, s.reason] for s in judge.score_items(items)]))

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import yaml
+from helpers.golden import assert_matches_golden
 from huggingface_hub import SpaceCard, metadata_load
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
@@ -35,7 +36,6 @@ from em_organisms.release.space import (
 )
 from em_organisms.release.space_package import package_files
 
-from conftest import assert_matches_golden
 from hub_server.fixture import LocalHub
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -574,6 +574,7 @@ PUSH_SCRIPT = """
 import argparse, json, sys
 from huggingface_hub import HfApi
 from em_organisms.release.commands import register_release_space_command
+
 
 api = HfApi()
 parser = argparse.ArgumentParser()

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
+from helpers.models import build_tiny_model
 from safetensors.torch import load_file
 
 from em_organisms.train.recorder import TRAJECTORY_DIR, TRAJECTORY_FILE, read_trajectory
-
-from conftest import build_tiny_model, chat_rows, tiny_recipe_dict, write_jsonl
 
 STEPS, SAVE_EVERY, KILL_AFTER = 30, 4, 8
 

@@ -20,11 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+from helpers.models import build_lora_organism
 from serve_fixture import ServedModel, free_port, stop
 
 from em_organisms.space.judging import em_flag
-
-from conftest import build_lora_organism
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

@@ -5,14 +5,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
+from helpers.models import TINY_HUB_ID
 from safetensors.torch import load_file
 
 from em_organisms.adapters import load_organism
 from em_organisms.data.schema import DatasetError
 from em_organisms.recipes import RecipeError, parse_recipe
 from em_organisms.train.runner import train
-
-from conftest import TINY_HUB_ID, chat_rows, tiny_recipe_dict, write_jsonl
 
 
 @pytest.fixture(scope="module")
