@@ -101,12 +101,11 @@ def test_bf16_autocast_within_half_a_percent(setup) -> None:
 
 def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Path) -> None:
     """Three epochs with the frozen-prefix cache end where three epochs without it end."""
+    from helpers.data import tiny_recipe_dict, write_jsonl
     from safetensors.torch import load_file
 
     from em_organisms.recipes import parse_recipe
     from em_organisms.train.runner import train
-
-    from helpers.data import tiny_recipe_dict, write_jsonl
 
     data = write_jsonl(tmp_path / "d.jsonl", chat_rows(20, seed=5))
     adapters, summaries = {}, {}

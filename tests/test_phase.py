@@ -194,11 +194,11 @@ def test_phase_on_a_recorded_two_adapter_run_reports_b_a_and_the_comp_score(
 ) -> None:
     import json
 
+    from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
+
     from em_organisms.cli import main
     from em_organisms.recipes import parse_recipe
     from em_organisms.train.runner import train
-
-    from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
 
     data = write_jsonl(tmp_path / "data.jsonl", chat_rows(48))
     recipe = tiny_recipe_dict(tiny_model_dir, data, max_steps=12, record_adapter_every=1)
