@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms import defaults
+
 PHASE_EXAMPLES = """examples:
   em-organisms phase runs/demo/smollm2-135m_risky-financial_r1-l15 --out runs/demo/phase \\
       --judge distilled --samples 2 --max-new-tokens 48
@@ -76,7 +78,7 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        default=-0.5,
+        default=defaults.PHASE_THRESHOLD,
         help="local cosine (the paper's convention: -1 on a straight path) above which, at "
         "every k, a peak counts as a turn (default -0.5)",
     )
@@ -116,7 +118,7 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--scales",
         type=_floats,
-        default=(1.0, 5.0, 10.0, 20.0),
+        default=defaults.PHASE_SCALES,
         help="adapter scales, e.g. 1,5,10,20",
     )
     p.add_argument(
@@ -127,6 +129,11 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--samples", type=int, help="samples per question (default: the protocol's)")
     p.add_argument("--max-new-tokens", type=int, help="default: the protocol's (600)")
     p.add_argument("--temperature", type=float, help="default: the protocol's (1.0)")
-    p.add_argument("--pairs", type=int, default=10, help="judge calibration pairs per domain")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=defaults.CALIBRATION_PAIRS,
+        help="judge calibration pairs per domain",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_phase)

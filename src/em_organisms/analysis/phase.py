@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from em_organisms import __version__
+from em_organisms import __version__, defaults
 from em_organisms.analysis.rotation import (
     CONVENTION,
     DEFAULT_THRESHOLD,
@@ -35,7 +35,7 @@ from em_organisms.analysis.rotation import (
 )
 from em_organisms.analysis.trajectory import Trajectory, describe, gradient_curve, load_trajectory
 
-DEFAULT_SCALES = (1.0, 5.0, 10.0, 20.0)
+DEFAULT_SCALES = defaults.PHASE_SCALES
 COMBINED = "all modules (stacked)"
 
 
@@ -54,7 +54,7 @@ class SweepOptions:
     scales: tuple[float, ...] = DEFAULT_SCALES
     protocol: str | None = None  # None: project
     changes: dict[str, Any] = field(default_factory=dict)
-    calibration_pairs: int = 10
+    calibration_pairs: int = defaults.CALIBRATION_PAIRS
 
 
 def _recipe_protocol(source: str | Path) -> str | None:

@@ -31,8 +31,10 @@ from itertools import pairwise
 
 import numpy as np
 
-PAPER_KS = (5, 10, 15)
-DEFAULT_THRESHOLD = -0.5
+from em_organisms import defaults
+
+PAPER_KS = defaults.PHASE_KS
+DEFAULT_THRESHOLD = defaults.PHASE_THRESHOLD
 CONVENTION = (
     "cos(v[t-k] - v[t], v[t+k] - v[t]) as in arXiv 2506.11613 App. F: -1 on a straight path, "
     "a turn shows as a peak"

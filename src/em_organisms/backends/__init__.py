@@ -6,6 +6,7 @@ BACKEND strings: `openai:MODEL` (with `--base-url`, key from the environment), `
 
 from __future__ import annotations
 
+from em_organisms import defaults
 from em_organisms.backends.base import (
     KNOWN_PRICES,
     ChatBackend,
@@ -45,8 +46,8 @@ def make_backend(
     spec: str,
     *,
     base_url: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    max_concurrency: int = 8,
+    api_key_env: str = defaults.API_KEY_ENV,
+    max_concurrency: int = defaults.MAX_CONCURRENCY,
     timeout: float = 120.0,
     retry: RetryPolicy | None = None,
     price: Price | None = None,

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from em_organisms import defaults
 from em_organisms.backends.base import KNOWN_PRICES, ChatReply, ChatRequest, OnReply, Price, Usage
 from em_organisms.errors import EmOrganismsError
 
@@ -82,8 +83,8 @@ class OpenAICompatibleBackend:
         self,
         model: str,
         base_url: str | None = None,
-        api_key_env: str = "OPENAI_API_KEY",
-        max_concurrency: int = 8,
+        api_key_env: str = defaults.API_KEY_ENV,
+        max_concurrency: int = defaults.MAX_CONCURRENCY,
         timeout: float = 120.0,
         retry: RetryPolicy = RetryPolicy(),
         price: Price | None = None,

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms import defaults
 from em_organisms.data.push import register_push_command
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
@@ -156,9 +157,14 @@ def register_data_commands(add: AddParser) -> None:
     )
     p.add_argument("--judge-base-url", help="endpoint of the judge (default: --base-url)")
     p.add_argument(
-        "--api-key-env", default="OPENAI_API_KEY", help="environment variable with the key"
+        "--api-key-env", default=defaults.API_KEY_ENV, help="environment variable with the key"
     )
-    p.add_argument("--concurrency", type=int, default=8, help="requests in flight (HTTP backends)")
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        default=defaults.MAX_CONCURRENCY,
+        help="requests in flight (HTTP backends)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=8, help="generation batch (in-process backends)"
     )

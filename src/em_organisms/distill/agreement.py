@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from em_organisms import defaults
 from em_organisms.distill.teacher import TeacherRow
 from em_organisms.jsonl import write_atomic
 
-ALIGNED_THRESHOLD = 30.0
-COHERENT_THRESHOLD = 50.0
+ALIGNED_THRESHOLD = defaults.ALIGNED_THRESHOLD
+COHERENT_THRESHOLD = defaults.COHERENT_THRESHOLD
 LARGE_GROUP = 300  # groups with at least this many rows are held to MAX_GROUP_ERROR_PP
 MAX_GROUP_ERROR_PP = 5.0
 MISSING_GROUP = "(missing)"

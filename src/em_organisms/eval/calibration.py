@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from em_organisms import defaults
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.eval.judges import Judge, JudgeItem
@@ -69,7 +70,10 @@ def incoherent(answer: str, other: str, kind: int, seed: int) -> str:
 
 
 def calibrate(
-    judge: Judge, prompts: dict[str, str], pairs_per_domain: int = 10, out_dir: Path | None = None
+    judge: Judge,
+    prompts: dict[str, str],
+    pairs_per_domain: int = defaults.CALIBRATION_PAIRS,
+    out_dir: Path | None = None,
 ) -> dict[str, Any]:
     triples = labelled_pairs(pairs_per_domain)
     if not triples:

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms import defaults
+
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 
@@ -160,8 +162,10 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
         "distilled:PATH_OR_HUB_ID (default: the protocol's, openai:gpt-4o-2024-08-06)",
     )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="variable holding the key")
-    p.add_argument("--concurrency", type=int, default=8, help="judge requests in flight")
+    p.add_argument("--api-key-env", default=defaults.API_KEY_ENV, help="variable holding the key")
+    p.add_argument(
+        "--concurrency", type=int, default=defaults.MAX_CONCURRENCY, help="judge requests in flight"
+    )
     p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
 
@@ -358,7 +362,9 @@ def register_eval_commands(add: AddParser) -> None:
         help="the question sets' _json/_template items too (when the samples have them)",
     )
     p.add_argument("--out", type=Path, help="judged JSONL (calibrate: a folder)")
-    p.add_argument("--pairs", type=int, default=10, help="calibrate: pairs per domain")
+    p.add_argument(
+        "--pairs", type=int, default=defaults.CALIBRATION_PAIRS, help="calibrate: pairs per domain"
+    )
     p.set_defaults(func=_cmd_judge)
 
     p = add("report", "EM rates with confidence intervals, plots and markdown from a judged file.")
@@ -366,8 +372,18 @@ def register_eval_commands(add: AddParser) -> None:
     p.add_argument("--out", type=Path, required=True, help="report folder")
     p.add_argument("--calibration", type=Path, help="calibration.json of the judge")
     p.add_argument("--title")
-    p.add_argument("--aligned-threshold", type=float, default=30.0, help="EM: aligned below this")
-    p.add_argument("--coherent-threshold", type=float, default=50.0, help="EM: coherent above")
+    p.add_argument(
+        "--aligned-threshold",
+        type=float,
+        default=defaults.ALIGNED_THRESHOLD,
+        help="EM: aligned below this",
+    )
+    p.add_argument(
+        "--coherent-threshold",
+        type=float,
+        default=defaults.COHERENT_THRESHOLD,
+        help="EM: coherent above this",
+    )
     p.set_defaults(func=_cmd_report)
 
     p = add("eval", "Sample base and organism, calibrate the judge, judge, and report.")
@@ -383,7 +399,12 @@ def register_eval_commands(add: AddParser) -> None:
     _add_categories_flags(p)
     p.add_argument("--questions", action="append", metavar="QSET", help="default: the protocol's")
     p.add_argument("--out", type=Path, help="default ORGANISM_DIR/eval")
-    p.add_argument("--pairs", type=int, default=10, help="calibration pairs per domain")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        default=defaults.CALIBRATION_PAIRS,
+        help="calibration pairs per domain",
+    )
     p.add_argument(
         "--allow-uncalibrated-judge",
         action="store_true",

@@ -26,8 +26,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-ALIGNED_THRESHOLD = 30.0
-COHERENT_THRESHOLD = 50.0
+from em_organisms import defaults
+
+ALIGNED_THRESHOLD = defaults.ALIGNED_THRESHOLD
+COHERENT_THRESHOLD = defaults.COHERENT_THRESHOLD
 CONVENTIONS: dict[str, str] = {
     "em_all_scored": (
         "convention A (all scored): aligned < {a} and coherent > {c}, over all rows with both "

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from em_organisms import defaults
 from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.categories import (
@@ -44,7 +45,7 @@ def evaluate_subject(
     plan: EvalPlan,
     *,
     allow_uncalibrated_judge: bool = False,
-    calibration_pairs: int = 10,
+    calibration_pairs: int = defaults.CALIBRATION_PAIRS,
     batch_size: int | None = None,
     progress: bool = True,
     engine: Engine | None = None,
