@@ -141,6 +141,20 @@ def test_compare_pools_seeds_and_groups_by_dataset_and_size(
     }
     for plot in ("em_vs_coherence.png", "em_by_dataset.png", "em_by_size.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # and what the size plot draws: one line per family and organism shape, at the mean EM
+    from em_organisms.eval.compare_plots import plot_comparison
+
+    (tmp_path / "again").mkdir()
+    figures = plot_comparison(result, tmp_path / "again")
+    series = {c.get_label(): c.lines[0] for c in figures["em_by_size.png"].axes[0].containers}
+    (r32,) = [line for label, line in series.items() if "risky-financial_r32" in label]
+    assert list(r32.get_xdata()) == [7.0, 14.0, 32.0]
+    assert list(r32.get_ydata()) == pytest.approx([0.1, 0.2, 0.4])
+    assert not any("r1-l24" in label for label in series)  # a single size draws no line
+    bars = figures["em_by_dataset.png"].axes[0].patches
+    assert sorted(round(b.get_height(), 3) for b in bars if b.get_height() == b.get_height()) == [
+        0.02, 0.1, 0.2, 0.4, 0.6,
+    ]  # fmt: skip
     table = (out / "compare.md").read_text()
     assert "| qwen2.5-32b_risky-financial_r32 | paper v1 |" in table and "40.0% (10.0)" in table
 

@@ -56,16 +56,40 @@ def test_the_plots_draw_with_and_without_a_rotation_and_gradient(tmp_path: Path)
     grad_steps = turned.steps
     grad_norms: list[float | None] = [1.0 + (s == 160) * 5.0 for s in grad_steps]
     grad_norms[3] = None
-    plot_mechanics(turned, grad_steps, grad_norms, tmp_path / "m1.png", title="layers.2 down_proj")
+    mech = plot_mechanics(
+        turned, grad_steps, grad_norms, tmp_path / "m1.png", title="layers.2 down_proj"
+    )
     plot_mechanics(straight, [], [], tmp_path / "m2.png", title="straight")
-    plot_pca(turned, tmp_path / "p1.png", title="turned")
+    pca = plot_pca(turned, tmp_path / "p1.png", title="turned")
     plot_pca(straight, tmp_path / "p2.png", title="straight")
     full = grid([(s, x, s // 50, 20) for s in (50, 150, 250) for x in (1.0, 5.0)])
     holes = grid([(50, 1.0, 0, 0), (150, 1.0, 3, 10), (150, 5.0, 9, 10)])  # n == 0: n/a
-    plot_sweep(full, tmp_path / "h1.png", tmp_path / "c1.png", step_axis=(10, 300))
+    heat, curves = plot_sweep(full, tmp_path / "h1.png", tmp_path / "c1.png", step_axis=(10, 300))
     plot_sweep(holes, tmp_path / "h2.png", tmp_path / "c2.png", step_axis=None)
     for name in ("m1", "m2", "p1", "p2", "h1", "c1", "h2", "c2"):
         assert_png(tmp_path / f"{name}.png")
+
+    # what the figures show, not only that they exist
+    norm_ax, _, local_ax, grad_ax = mech.axes
+    assert list(norm_ax.lines[0].get_ydata()) == pytest.approx(turned.norm)
+    assert [line.get_label() for line in local_ax.lines[:3]] == ["k=10", "k=20", "k=40"]
+    assert local_ax.get_ylim() == (-1.05, 1.05)  # the paper's convention: -1 is straight
+    assert max(grad_ax.lines[0].get_ydata()) == 6.0  # the gradient-norm peak is drawn
+    assert any(f"rotation at step {turned.rotation_step}" in t.get_text() for t in mech.texts)
+    assert "PC1" in pca.axes[0].get_xlabel()
+    (ax,) = curves.axes[:1]
+    solid = [line for line in ax.lines if line.get_linestyle() == "-"]
+    dashed = [line for line in ax.lines if line.get_linestyle() == "--"]
+    assert [line.get_label() for line in solid] == ["x1", "x5"]
+    # x1's rates are k/20 with k = step // 50: 1/20, 3/20, 5/20; the dashed line is their
+    # centred rolling mean over three steps
+    assert list(solid[0].get_xdata()) == [50, 150, 250]
+    assert list(solid[0].get_ydata()) == pytest.approx([0.05, 0.15, 0.25])
+    assert list(dashed[0].get_ydata()) == pytest.approx([0.10, 0.15, 0.20])
+    assert ax.get_xlim() == (10, 300)
+    shown = np.asarray(heat.axes[0].images[0].get_array(), dtype=float)
+    assert shown.shape == (4, 2)  # steps x scales; step 300 has no cell: n/a, not 0
+    assert shown[0].tolist() == pytest.approx([0.05, 0.05]) and np.isnan(shown[3]).all()
 
 
 def test_pick_steps_spreads_evenly_and_keeps_both_ends() -> None:

@@ -35,7 +35,7 @@ def plot_mechanics(
     path: Path,
     title: str = "",
     which: str = "B",
-) -> None:
+) -> Any:
     """The vector's norm, cosine to final, local cosine per k (the paper's convention: -1 on a
     straight path, a turn is a peak) and gradient norm over one step axis."""
     has_grad = any(v is not None and math.isfinite(v) for v in grad_norms)
@@ -70,9 +70,10 @@ def plot_mechanics(
     fig.suptitle(f"{title}\n{note}" if title else note, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
-def plot_pca(rotation: Rotation, path: Path, title: str = "") -> None:
+def plot_pca(rotation: Rotation, path: Path, title: str = "") -> Any:
     """The adapter's path in its first two principal components, coloured by step."""
     fig = _figure(6.0, 5.0)
     ax = fig.subplots()
@@ -104,9 +105,10 @@ def plot_pca(rotation: Rotation, path: Path, title: str = "") -> None:
     ax.set_title(title or "adapter trajectory (PCA)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
-def plot_comp(steps: Sequence[int], curves: dict[str, list[float | None]], path: Path) -> None:
+def plot_comp(steps: Sequence[int], curves: dict[str, list[float | None]], path: Path) -> Any:
     """The comp score (the paper's eq. 1) of each step's adapters with the final step's."""
     fig = _figure(8.0, 3.4)
     ax = fig.subplots()
@@ -119,6 +121,7 @@ def plot_comp(steps: Sequence[int], curves: dict[str, list[float | None]], path:
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 def _cell(grid: dict[str, Any], step: int, scale: float) -> dict[str, Any] | None:
@@ -133,9 +136,10 @@ def plot_sweep(
     path_heatmap: Path,
     path_curves: Path,
     step_axis: tuple[int, int] | None = None,
-) -> None:
-    """A heatmap of the EM rate (steps x scales) and the rate against step, one line per scale
-    with Wilson 95% bands; STEP_AXIS sets the curves' x limits to match the mechanics plot."""
+) -> tuple[Any, Any]:
+    """(heatmap figure, curves figure): a heatmap of the EM rate (steps x scales) and the rate
+    against step, one line per scale with Wilson 95% bands and its rolling mean (dashed);
+    STEP_AXIS sets the curves' x limits to match the mechanics plot."""
     steps, scales = list(grid["steps"]), list(grid["scales"])
     table = [[_cell(grid, s, x) for x in scales] for s in steps]
     rates = [[math.nan if c is None or c["rate"] is None else c["rate"] for c in r] for r in table]
@@ -156,6 +160,7 @@ def plot_sweep(
     ax.set_title(f"EM rate by step and scale (judge {grid.get('judge', '?')})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path_heatmap)
+    heatmap = fig
 
     fig = _figure(8.0, 3.6)
     ax = fig.subplots()
@@ -196,3 +201,4 @@ def plot_sweep(
         )  # fmt: skip
     fig.tight_layout()
     fig.savefig(path_curves)
+    return heatmap, fig

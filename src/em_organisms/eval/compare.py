@@ -302,7 +302,7 @@ def compare(sources: Sequence[str], out: Path, cache_dir: Path | None = None) ->
     entries = [read_entry(s, cache_dir) for s in sources]  # every input read before writing
     result = summarise(entries)
     out.mkdir(parents=True, exist_ok=True)
-    result["plots"] = plot_comparison(result, out)
+    result["plots"] = list(plot_comparison(result, out))
     write_text_atomic(out / "compare.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out / "compare.md", compare_markdown(result))
     return result

@@ -18,7 +18,7 @@ def _figure(width: float, height: float) -> Any:
     return fig
 
 
-def _em_vs_coherence(result: dict[str, Any], path: Path) -> None:
+def _em_vs_coherence(result: dict[str, Any], path: Path) -> Any:
     fig = _figure(7.0, 5.0)
     ax = fig.subplots()
     for row in result["organisms"]:
@@ -45,20 +45,21 @@ def _em_vs_coherence(result: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
-def _em_by_size(result: dict[str, Any], path: Path) -> bool:
+def _em_by_size(result: dict[str, Any], path: Path) -> Any:
     series: dict[str, list[tuple[float, float, float]]] = {}
     for row in result["organisms"]:
         if row["size_b"] is None or row["em"]["mean"] is None:
             continue
-        key = f"{row['family']}, {row['dataset']} ({row['protocol']})"
+        key = f"{row['family']}, {row['shape']} ({row['protocol']})"  # one line per shape
         series.setdefault(key, []).append(
             (row["size_b"], row["em"]["mean"], row["em"]["sd"] or 0.0)
         )
     series = {k: sorted(v) for k, v in series.items() if len(v) > 1}
     if not series:
-        return False
+        return None
     fig = _figure(7.0, 4.5)
     ax = fig.subplots()
     for label, points in series.items():
@@ -70,10 +71,10 @@ def _em_by_size(result: dict[str, Any], path: Path) -> bool:
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
-    return True
+    return fig
 
 
-def _em_by_dataset(result: dict[str, Any], path: Path) -> None:
+def _em_by_dataset(result: dict[str, Any], path: Path) -> Any:
     rows = [r for r in result["organisms"] if r["em"]["pooled"]["n"]]
     fig = _figure(max(6.0, 0.6 * len(rows) + 2.0), 4.5)
     ax = fig.subplots()
@@ -99,12 +100,14 @@ def _em_by_dataset(result: dict[str, Any], path: Path) -> None:
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
-def plot_comparison(result: dict[str, Any], out: Path) -> list[str]:
-    plots = ["em_vs_coherence.png", "em_by_dataset.png"]
-    _em_vs_coherence(result, out / plots[0])
-    _em_by_dataset(result, out / plots[1])
-    if _em_by_size(result, out / "em_by_size.png"):
-        plots.append("em_by_size.png")
-    return plots
+def plot_comparison(result: dict[str, Any], out: Path) -> dict[str, Any]:
+    """{file name: figure} of the plots written under OUT (EM by size needs two sizes)."""
+    figures = {
+        "em_vs_coherence.png": _em_vs_coherence(result, out / "em_vs_coherence.png"),
+        "em_by_dataset.png": _em_by_dataset(result, out / "em_by_dataset.png"),
+        "em_by_size.png": _em_by_size(result, out / "em_by_size.png"),
+    }
+    return {name: fig for name, fig in figures.items() if fig is not None}
