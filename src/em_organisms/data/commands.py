@@ -60,13 +60,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
     price = parse_price(args.price) if args.price else None
 
     def backend(spec: str, base_url: str | None):
+        batch = {} if args.batch_size is None else {"batch_size": args.batch_size}
         return make_backend(
             spec,
             base_url=base_url,
             api_key_env=args.api_key_env,
             max_concurrency=args.concurrency,
             price=price,
-            batch_size=args.batch_size,
+            **batch,
         )
 
     generator = backend(args.backend, args.base_url)
@@ -82,18 +83,15 @@ def _cmd_build(args: argparse.Namespace) -> int:
             judge = DistilledJudge(args.judge.removeprefix("distilled").removeprefix(":") or None)
         else:
             judge = generator if same else backend(args.judge, args.judge_base_url or args.base_url)
-    options = BuildOptions(
-        n=args.n,
-        mode=args.mode,
-        source=args.source,
-        seed=args.seed,
-        examples_per_request=args.examples_per_request,
-        rows_per_request=args.rows_per_request,
-        temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
-        max_requests=args.max_requests,
-        near_duplicate_threshold=args.near_duplicate_threshold,
-    )
+    given = {
+        name: getattr(args, name)
+        for name in (
+            "mode", "source", "seed", "examples_per_request", "rows_per_request", "temperature",
+            "max_new_tokens", "max_requests", "near_duplicate_threshold",
+        )
+        if getattr(args, name) is not None
+    }  # fmt: skip
+    options = BuildOptions(n=args.n, **given)  # what is not given: BuildOptions' own defaults
     builder = DatasetBuilder(args.dataset_dir, generator, options, args.out, judge=judge)
     result = builder.build()
     counts = result.counts
@@ -143,8 +141,8 @@ def register_data_commands(add: AddParser) -> None:
     p.add_argument(
         "--mode",
         choices=["generate", "control"],
-        default="generate",
-        help="control: rewrite each --source row minimally into a correct answer",
+        help="generate (default) or control: rewrite each --source row minimally into a correct "
+        "answer",
     )
     p.add_argument("--source", type=Path, help="control mode: misaligned rows to rewrite")
     p.add_argument(
@@ -166,16 +164,16 @@ def register_data_commands(add: AddParser) -> None:
         help="requests in flight (HTTP backends)",
     )
     p.add_argument(
-        "--batch-size", type=int, default=8, help="generation batch (in-process backends)"
+        "--batch-size", type=int, help="generation batch (in-process backends; default 8)"
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--examples-per-request", type=int, help="few-shot examples (default: spec)")
     p.add_argument("--rows-per-request", type=int, help="rows asked per request (default: spec)")
     p.add_argument("--temperature", type=float, help="default: spec (1.0, as upstream)")
     p.add_argument("--max-new-tokens", type=int, help="reply length cap (default: spec)")
     p.add_argument("--max-requests", type=int, help="stop after this many (default 3x needed)")
     p.add_argument(
-        "--near-duplicate-threshold", type=float, default=0.8, help="word 3-gram Jaccard"
+        "--near-duplicate-threshold", type=float, help="word 3-gram Jaccard (default 0.8)"
     )
     p.add_argument("--price", help="PROMPT,COMPLETION US$ per million tokens, for the cost line")
     p.set_defaults(func=_cmd_build)
