@@ -50,7 +50,7 @@ _EXPORTS = {
     "push_release": "em_organisms.release.push",
     # the arena
     "ArenaConfig": "em_organisms.space.config",
-    "build_arena": "em_organisms.space.commands",
+    "build_arena": "em_organisms.space.arena",
     "stream_pair": "em_organisms.space.streaming",
 }
 
@@ -113,7 +113,7 @@ if TYPE_CHECKING:
     from em_organisms.release.card import render_organism_card
     from em_organisms.release.push import push_release
     from em_organisms.release.stage import stage_release
-    from em_organisms.space.commands import build_arena
+    from em_organisms.space.arena import build_arena
     from em_organisms.space.config import ArenaConfig
     from em_organisms.space.streaming import stream_pair
     from em_organisms.subjects import load_subject

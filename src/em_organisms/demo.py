@@ -202,7 +202,7 @@ def _release_dry_run(recipe: Recipe, organism_dir: Path, output_dir: Path) -> No
 def _arena_check(organism_dir: Path) -> None:
     """Build the arena for the organism just trained (no server), stream one preset question
     at x1 and x8, and say how to open it."""
-    from em_organisms.space.commands import build_arena
+    from em_organisms.space.arena import build_arena
     from em_organisms.space.config import ArenaConfig
 
     arena = build_arena(ArenaConfig(organisms=[str(organism_dir)], judge="distilled"))

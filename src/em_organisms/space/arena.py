@@ -204,3 +204,24 @@ class Arena:
         verdict = self.judge.score_pair(exchange["question"], exchange["answers"])
         verdict["calibration"] = self.judge.calibration.text
         return verdict
+
+
+def build_arena(config: ArenaConfig, device: str | None = None) -> Arena:
+    """Resolve every organism (all problems at once), load the first, set up the judge."""
+    from em_organisms.space.judging import ArenaJudge
+    from em_organisms.space.organisms import OrganismPool, resolve_organism
+
+    choices, problems = [], []
+    for spec in config.organisms:
+        try:
+            choices.append(resolve_organism(spec))
+        except OrganismError as err:
+            problems.append(str(err))
+    if problems:
+        raise OrganismError(
+            "the arena cannot offer every organism asked for:\n  " + "\n  ".join(problems)
+        )
+    judge = ArenaJudge(config)  # a bad protocol or judge-prompt file fails before any loading
+    pool = OrganismPool(choices, device=device)
+    pool.preload(choices[0].label)
+    return Arena(config, pool, judge)

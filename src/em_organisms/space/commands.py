@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from em_organisms.space.config import ArenaConfig, load_config
-from em_organisms.space.errors import OrganismError
 
 if TYPE_CHECKING:
-    from em_organisms.space.arena import Arena
+    pass
 
 SPACE_EXAMPLES = """examples:
   em-organisms space
@@ -92,30 +91,9 @@ def arena_config(args: argparse.Namespace) -> ArenaConfig:
     return config
 
 
-def build_arena(config: ArenaConfig, device: str | None = None) -> Arena:
-    """Resolve every organism (all problems at once), load the first, set up the judge."""
-    from em_organisms.space.arena import Arena
-    from em_organisms.space.judging import ArenaJudge
-    from em_organisms.space.organisms import OrganismPool, resolve_organism
-
-    choices, problems = [], []
-    for spec in config.organisms:
-        try:
-            choices.append(resolve_organism(spec))
-        except OrganismError as err:
-            problems.append(str(err))
-    if problems:
-        raise OrganismError(
-            "the arena cannot offer every organism asked for:\n  " + "\n  ".join(problems)
-        )
-    judge = ArenaJudge(config)  # a bad protocol or judge-prompt file fails before any loading
-    pool = OrganismPool(choices, device=device)
-    pool.preload(choices[0].label)
-    return Arena(config, pool, judge)
-
-
 def run_space(args: argparse.Namespace) -> int:
     from em_organisms.space.app import build_app, launch
+    from em_organisms.space.arena import build_arena
 
     arena = build_arena(arena_config(args), device=args.device)
     launch(build_app(arena), host=args.host, port=args.port)
