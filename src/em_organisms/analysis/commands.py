@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from em_organisms import defaults
+from em_organisms.eval.commands import add_pairs_flag
 
 PHASE_EXAMPLES = """examples:
   em-organisms phase runs/demo/smollm2-135m_risky-financial_r1-l15 --out runs/demo/phase \\
@@ -129,11 +130,6 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("--samples", type=int, help="samples per question (default: the protocol's)")
     p.add_argument("--max-new-tokens", type=int, help="default: the protocol's (600)")
     p.add_argument("--temperature", type=float, help="default: the protocol's (1.0)")
-    p.add_argument(
-        "--pairs",
-        type=int,
-        default=defaults.CALIBRATION_PAIRS,
-        help="judge calibration pairs per domain",
-    )
+    add_pairs_flag(p, "judge calibration: labelled pairs per domain")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_phase)

@@ -71,14 +71,16 @@ def _slug(module: str) -> str:
 
 def base_model_name(trajectory: Trajectory) -> str | None:
     """What the run trained from: its run.json, else its first checkpoint's adapter config."""
-    from em_organisms.models import resolve_model
+    from em_organisms.adapters import base_spec_for
+    from em_organisms.models import ModelLoadError, resolve_model
 
     if trajectory.base_spec:
         return resolve_model(trajectory.base_spec).hub_id or trajectory.base_spec
     for folder in trajectory.checkpoints.values():
-        config = Path(folder) / "adapter_config.json"
-        if config.is_file():
-            return json.loads(config.read_text()).get("base_model_name_or_path")
+        try:
+            return base_spec_for(str(folder))
+        except ModelLoadError:
+            continue
     return None
 
 

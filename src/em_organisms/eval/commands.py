@@ -61,6 +61,11 @@ def _add_protocol_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pairs_flag(p: argparse.ArgumentParser, help_text: str) -> None:
+    """`--pairs`: how many labelled pairs per seed-set domain calibrate the judge."""
+    p.add_argument("--pairs", type=int, default=defaults.CALIBRATION_PAIRS, help=help_text)
+
+
 def _add_categories_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--categories",
@@ -362,9 +367,7 @@ def register_eval_commands(add: AddParser) -> None:
         help="the question sets' _json/_template items too (when the samples have them)",
     )
     p.add_argument("--out", type=Path, help="judged JSONL (calibrate: a folder)")
-    p.add_argument(
-        "--pairs", type=int, default=defaults.CALIBRATION_PAIRS, help="calibrate: pairs per domain"
-    )
+    add_pairs_flag(p, "calibrate: labelled pairs per domain")
     p.set_defaults(func=_cmd_judge)
 
     p = add("report", "EM rates with confidence intervals, plots and markdown from a judged file.")
@@ -399,12 +402,7 @@ def register_eval_commands(add: AddParser) -> None:
     _add_categories_flags(p)
     p.add_argument("--questions", action="append", metavar="QSET", help="default: the protocol's")
     p.add_argument("--out", type=Path, help="default ORGANISM_DIR/eval")
-    p.add_argument(
-        "--pairs",
-        type=int,
-        default=defaults.CALIBRATION_PAIRS,
-        help="calibration pairs per domain",
-    )
+    add_pairs_flag(p, "judge calibration: labelled pairs per domain")
     p.add_argument(
         "--allow-uncalibrated-judge",
         action="store_true",

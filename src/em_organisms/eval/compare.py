@@ -25,7 +25,6 @@ from em_organisms.eval.metrics import wilson_interval
 from em_organisms.jsonl import write_text_atomic
 
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SIZE = re.compile(r"(\d+(?:\.\d+)?)([bm])\b")
 
 
@@ -81,6 +80,8 @@ def _dataset_name(path: str) -> str:
 
 def _locate(source: str, cache_dir: Path | None) -> tuple[Path, Path | None]:
     """(summary.json, recipe.yaml or None) for one input."""
+    from em_organisms.release.card import HUB_ID
+
     path = Path(source)
     if path.is_dir():
         if (path / "summary.json").is_file():

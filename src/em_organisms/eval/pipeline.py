@@ -104,15 +104,13 @@ def evaluate_subject(
         "dataset": subject.recipe.dataset.path if subject.recipe else None,
         "training_seed": subject.recipe.training.seed if subject.recipe else None,
     }
-    write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
     if plan.topics is not None:
-        shares = category_shares(judged, list(plan.topics.default))
         stored["categories"] = {
-            "shares": shares,
+            "shares": category_shares(judged, list(plan.topics.default)),
             "threshold": TOPIC_THRESHOLD,
             "source": plan.topics.source,
         }
-        write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
+    write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
     with (out_dir / "report.md").open("a", encoding="utf-8") as report:
         if plan.topics is not None:
             report.write(categories_markdown(stored["categories"]["shares"], plan.topics.source))
