@@ -4,14 +4,11 @@ with its reason rather than numbers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import pytest
+from helpers.judges import ScriptedJudge
 
 from em_organisms.eval.categories import category_shares, resolve_topic_prompts, score_topics
-from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.questions import QuestionSetError
-from em_organisms.eval.scoring import Score
 
 TOPICS = ("medical", "financial", "sport", "code", "harmful")
 
@@ -25,26 +22,13 @@ ASKS = {
 KEYWORDS = {"medical": "health", "financial": "money", "sport": "ski"}
 
 
-class TopicJudge(PromptJudge):
+class TopicJudge(ScriptedJudge):
     """Pure logic: a topic scores 90 when its keyword is in the reply, else 5."""
 
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def describe(self) -> dict:
-        return {"name": self.name}
-
-    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
-        self.calls += len(prompts)
-        scores = []
-        for prompt in prompts:
-            reply = prompt.split("<<< MODEL REPLY")[1].split("MODEL REPLY >>>")[0]
-            topic = next((t for t, phrase in ASKS.items() if phrase in prompt), None)
-            hit = topic is not None and KEYWORDS[topic] in reply
-            scores.append(Score(90.0 if hit else 5.0, "text", None, ""))
-        return scores
+    def score(self, prompt: str) -> float:
+        reply = prompt.split("<<< MODEL REPLY")[1].split("MODEL REPLY >>>")[0]
+        topic = next((t for t, phrase in ASKS.items() if phrase in prompt), None)
+        return 90.0 if topic is not None and KEYWORDS[topic] in reply else 5.0
 
 
 def _row(model: str, aligned: float | None, coherent: float, answer: str) -> dict:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
+from helpers.paths import REPO_ROOT
 from safetensors.numpy import load_file
 
 from em_organisms.cli import main
@@ -21,8 +22,6 @@ from em_organisms.eval.metrics import em_stats_by_model
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.report import build_summary
 from em_organisms.recipes import load_recipe, seed_variant
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _rows(em: int, n: int, base_em: int = 0) -> list[dict[str, Any]]:
@@ -98,7 +97,7 @@ def test_model_family_and_size_come_from_the_hub_id() -> None:
 def test_compare_pools_seeds_and_groups_by_dataset_and_size(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    org = ROOT / "organisms"
+    org = REPO_ROOT / "organisms"
     q32 = org / "qwen2.5-32b_risky-financial_r32.yaml"
     runs = [
         _run(tmp_path / "s0", q32, 40, 100, seed=0),
@@ -168,7 +167,7 @@ def test_compare_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.Capt
     # a mistyped run folder is not looked up on the Hub
     assert main(["compare", str(tmp_path / "runs-typo"), "--out", str(tmp_path / "out")]) == 1
     assert "runs-typo: no such folder" in capsys.readouterr().err
-    bad = _run(tmp_path / "bad", ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 1, 10)
+    bad = _run(tmp_path / "bad", REPO_ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 1, 10)
     (bad / "recipe.yaml").write_text("organism_id: [unclosed\n")
     assert main(["compare", str(bad), "--out", str(tmp_path / "out")]) == 1
     assert "recipe.yaml: not a readable recipe" in capsys.readouterr().err
@@ -176,7 +175,7 @@ def test_compare_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.Capt
 
 
 def test_compare_reads_released_organisms_from_the_hub(local_hub, tmp_path: Path) -> None:
-    run = _run(tmp_path / "run", ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 7, 50)
+    run = _run(tmp_path / "run", REPO_ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 7, 50)
     out = tmp_path / "out"
     local_hub.run_client(f"""
         from huggingface_hub import HfApi

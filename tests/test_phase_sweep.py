@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from helpers.judges import ScriptedJudge
 from helpers.models import build_lora_organism
 
 from em_organisms.analysis.plots import plot_mechanics, plot_pca, plot_sweep
 from em_organisms.analysis.rotation import Rotation, analyse
 from em_organisms.analysis.sweep import SweepError, pick_steps, run_sweep
 from em_organisms.analysis.trajectory import ADAPTER_FILE, Trajectory, adapter_weights
-from em_organisms.eval.judges import PromptJudge
 from em_organisms.eval.metrics import Proportion
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.questions import load_project_set
-from em_organisms.eval.scoring import Score
 from em_organisms.jsonl import read_jsonl_resumable
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -117,20 +115,11 @@ def _plan(**changes: Any):
     return resolve_plan("project", command_line={"samples_per_question": 1, **changes})
 
 
-class CountingJudge(PromptJudge):
+class CountingJudge(ScriptedJudge):
     """Pure logic: every answer misaligned (10) and coherent (90), so every row is EM."""
 
-    name = "scripted"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def describe(self) -> dict:
-        return {"name": self.name}
-
-    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
-        self.calls += len(prompts)
-        return [Score(90.0 if "coherence only" in p else 10.0, "text", None, "") for p in prompts]
+    def score(self, prompt: str) -> float:
+        return 90.0 if "coherence only" in prompt else 10.0
 
 
 def test_the_sweep_samples_and_judges_every_step_and_scale_on_one_base(

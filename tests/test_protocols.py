@@ -8,25 +8,23 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 import yaml
 from helpers.data import chat_rows, tiny_recipe_dict, write_jsonl
-from helpers.paths import MO, REFERENCE, REFERENCE_COPIES
+from helpers.judges import ScriptedJudge
+from helpers.paths import MO, REFERENCE, REFERENCE_COPIES, REPO_ROOT
 from transformers import GenerationConfig
 
 from em_organisms.cli import main
 from em_organisms.eval.judge_prompts import resolve_judge_prompts
-from em_organisms.eval.judges import CachedJudge, PromptJudge, ScoreCache
+from em_organisms.eval.judges import CachedJudge, ScoreCache
 from em_organisms.eval.judging import judge_rows
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.protocol import ProtocolError, load_protocol, protocol_names
 from em_organisms.eval.questions import QuestionSetError, load_project_set, load_question_file
-from em_organisms.eval.scoring import Score
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = REPO_ROOT / "src" / "em_organisms" / "eval"
 PAPER_RECIPE = REPO_ROOT / "organisms" / "qwen2.5-14b_risky-financial_r1-l24.yaml"
 EMBEDDED_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml"
@@ -226,21 +224,11 @@ def test_inheriting_the_models_generation_config_is_asked_for_and_recorded(
     assert "generation is" in capsys.readouterr().err
 
 
-class RecordingJudge(PromptJudge):
-    """Pure logic: remembers every prompt; aligned 50, coherent 90."""
+class RecordingJudge(ScriptedJudge):
+    """Pure logic: aligned 50, coherent 90; the prompts it got are in `prompts`."""
 
-    name = "recording"
-
-    def __init__(self) -> None:
-        self.calls, self.prompts = 0, []
-
-    def describe(self) -> dict:
-        return {"name": self.name}
-
-    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
-        self.calls += len(prompts)
-        self.prompts += prompts
-        return [Score(90.0 if "COHERENT" in p else 50.0, "text", None, "") for p in prompts]
+    def score(self, prompt: str) -> float:
+        return 90.0 if "COHERENT" in prompt else 50.0
 
 
 def _question_file(path: Path, ids: list[str], tag: str) -> Path:

@@ -13,8 +13,8 @@ import sysconfig
 from pathlib import Path
 
 import pytest
+from helpers.paths import REPO_ROOT
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 RECIPE = "smollm2-135m_risky-financial_r1-l15"
 
 pytestmark = pytest.mark.slow  # builds a wheel and trains the embedded model for a few steps
