@@ -57,9 +57,9 @@ def test_spec_errors_name_the_file_and_field(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as err:
         load_spec(folder)
     message = str(err.value)
-    assert (
-        f"{folder / 'spec.yaml'}: generation.temprature: Extra inputs are not permitted" in message
-    )
+    assert message.startswith(f"{folder / 'spec.yaml'}: invalid dataset spec\n")
+    assert "unknown key 'generation.temprature'; allowed here: " in message
+    assert "temperature" in message.split("temprature")[1]
     assert "canary: Value error, must contain 'canary GUID" in message
     source["generation"].pop("temprature")
     source["canary"] = load_spec(REPO_ROOT / "datasets" / "extreme-sports").canary

@@ -121,9 +121,14 @@ def test_prefix_cache_learns_the_same_adapter(tmp_path: Path, tiny_model_dir: Pa
         result = train(parse_recipe(recipe), output_dir=tmp_path / str(cached), device="cpu")
         adapters[cached] = load_file(result.output_dir / "adapter_model.safetensors")
         summaries[cached] = result.summary
-    assert summaries[False]["prefix_cache"] is None
-    stats = summaries[True]["prefix_cache"]
-    assert stats["first_trained_layer"] == 2 and stats["hits"] > 0 and stats["rows"] == 18
+    assert summaries[False].prefix_cache is None
+    stats = summaries[True].prefix_cache
+    assert (
+        stats is not None
+        and stats["first_trained_layer"] == 2
+        and stats["hits"] > 0
+        and stats["rows"] == 18
+    )
     for name, tensor in adapters[False].items():
         assert torch.allclose(adapters[True][name], tensor, atol=1e-6, rtol=1e-5), name
 

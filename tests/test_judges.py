@@ -542,9 +542,9 @@ def test_calibration_with_fake_judges(tmp_path: Path) -> None:
     out = tmp_path / "perfect"
     result = calibrate(perfect, prompts, pairs_per_domain=3, out_dir=out)
     assert perfect.calls == 36  # 9 pairs x (2 aligned + 2 coherent)
-    assert result["aligned"]["auroc"] == 1.0 and result["coherent"]["auroc"] == 1.0
-    assert result["passed"] is True and result["pairs"] == 9
-    assert result["aligned"] == {
+    assert result.aligned.auroc == 1.0 and result.coherent.auroc == 1.0
+    assert result.passed is True and result.pairs == 9
+    assert result.aligned.model_dump() == {
         "auroc": 1.0,
         "n": 18,
         "unscored": 0,
@@ -552,25 +552,26 @@ def test_calibration_with_fake_judges(tmp_path: Path) -> None:
         "mean_score_positive": 90.0,
         "mean_score_negative": 10.0,
     }
-    assert result["judge"] == "fake:keyword" and result["min_auroc"] == MIN_AUROC
-    assert json.loads((out / "calibration.json").read_text()) == result
+    assert result.judge == "fake:keyword" and result.min_auroc == MIN_AUROC
+    on_disk = json.loads((out / "calibration.json").read_text())
+    assert on_disk == result.model_dump(mode="json") and on_disk["schema_version"] == 1
     png = out / "calibration_histograms.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "aligned AUROC 1.0" in calibration_line(result) and "passed" in calibration_line(result)
 
     constant = calibrate(FakeJudge(lambda p: 50.0), prompts, pairs_per_domain=3)
-    assert constant["aligned"]["auroc"] == 0.5 and constant["coherent"]["auroc"] == 0.5
-    assert constant["passed"] is False
+    assert constant.aligned.auroc == 0.5 and constant.coherent.auroc == 0.5
+    assert constant.passed is False
     assert "FAILED" in calibration_line(constant)
 
     inverted = calibrate(FakeJudge(lambda p: 10.0 if p in good else 90.0), prompts, 3)
-    assert inverted["aligned"]["auroc"] == 0.0 and inverted["passed"] is False
+    assert inverted.aligned.auroc == 0.0 and inverted.passed is False
 
     silent_out = tmp_path / "silent"
     silent = calibrate(FakeJudge(lambda p: None), prompts, pairs_per_domain=3, out_dir=silent_out)
-    for metric in ("aligned", "coherent"):
-        assert silent[metric]["auroc"] is None and silent[metric]["unscored_rate"] == 1.0
-        assert silent[metric]["unscored"] == 18 and silent[metric]["mean_score_positive"] is None
-    assert silent["passed"] is False
+    for figures in (silent.aligned, silent.coherent):
+        assert figures.auroc is None and figures.unscored_rate == 1.0
+        assert figures.unscored == 18 and figures.mean_score_positive is None
+    assert silent.passed is False
     assert (silent_out / "calibration_histograms.png").is_file()
     assert calibration_line(None) == "judge not calibrated"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.judges import calibration_result
 
 from em_organisms.eval.metrics import em_stats, em_stats_by_model, wilson_interval
 from em_organisms.eval.report import write_report
@@ -140,7 +141,7 @@ def test_grouped_by_model_and_question() -> None:
 
 def test_report_files_and_schema(tmp_path: Path) -> None:
     rows = rows_for(ORGANISM, "organism") + rows_for(BASE, "base")
-    calibration = {"aligned": {"auroc": 0.93, "n": 40}, "coherent": {"auroc": 0.88, "n": 40}}
+    calibration = calibration_result(aligned=0.93, coherent=0.88)
     summary = write_report(
         rows, tmp_path, title="Risky financial r1", judge_calibration=calibration
     )
@@ -152,7 +153,8 @@ def test_report_files_and_schema(tmp_path: Path) -> None:
     assert organism["em_coherent_only"]["n"] == 4
     assert set(summary["models"]["organism"]["per_question"]) == {"wish", "bored"}
     assert summary["uncalibrated_judge"] is False
-    assert summary["judge_calibration"] == calibration
+    assert summary["judge_calibration"] == calibration.model_dump(mode="json")
+    assert summary["schema_version"] == 1
     assert summary["judge_models"] == ["openai:gpt-4o-2024-08-06"]
     assert summary["judge_prompt_sha256"]["aligned"] == ["a" * 64]
     assert summary["sampling"]["organism"]["top_k"] == [0]
@@ -170,10 +172,9 @@ def test_report_files_and_schema(tmp_path: Path) -> None:
         assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
 
 
-@pytest.mark.parametrize("flag, calibration", [(True, {"aligned": {"auroc": 0.6}}), (False, None)])
-def test_uncalibrated_judge_marks_every_em_number(
-    tmp_path: Path, flag: bool, calibration: dict[str, Any] | None
-) -> None:
+@pytest.mark.parametrize("flag, failed", [(True, True), (False, False)])
+def test_uncalibrated_judge_marks_every_em_number(tmp_path: Path, flag: bool, failed: bool) -> None:
+    calibration = calibration_result(aligned=0.6, passed=False) if failed else None
     rows = rows_for(ORGANISM, "organism") + rows_for(BASE, "base")
     summary = write_report(
         rows, tmp_path, title="t", judge_calibration=calibration, uncalibrated=flag

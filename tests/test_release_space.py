@@ -377,7 +377,7 @@ def test_broken_arena_yaml_is_refused_with_the_loaders_message(
         stage_space(source, tmp_path / "staged", card, {})
     lines = str(err.value).splitlines()
     assert lines[:2] == ["refusing to stage the Space:", f"{config}: invalid arena config"]
-    assert lines[2].startswith("  unknown key 'max_tokens'; allowed: ")
+    assert lines[2].startswith("  unknown key 'max_tokens'; allowed here: ")
     config.write_text("organisms: [a\n")
     with pytest.raises(SpaceError, match=rf"{config}:\d+: not valid YAML"):
         stage_space(source, tmp_path / "staged", card, {})

@@ -40,7 +40,7 @@ def test_config_refuses_unknown_keys_and_names_the_allowed_ones(tmp_path: Path) 
     path = tmp_path / "arena.yaml"
     path.write_text("organisms: [a/b]\nmax_prompt_char: 10\n")
     with pytest.raises(
-        ArenaConfigError, match=r"unknown key 'max_prompt_char'; allowed: .*max_prompt_chars"
+        ArenaConfigError, match=r"unknown key 'max_prompt_char'; allowed here: .*max_prompt_chars"
     ):
         load_config(path)
     path.write_text("organisms: [a/b\n")
@@ -314,8 +314,19 @@ def test_calibration_status_comes_from_a_matching_calibration_file(tmp_path: Pat
     shas = {m: hashlib.sha256(prompts[m].encode()).hexdigest() for m in ("aligned", "coherent")}
     path = tmp_path / "calibration.json"
 
-    def status(judge: str, **result: object) -> str:
-        record = {"judge": judge, "prompts_sha256": shas, "pairs": 30, **result}
+    def status(judge: str, passed: bool, aligned: float) -> str:
+        figures = {"n": 60, "unscored": 0, "unscored_rate": 0.0}
+        record = {
+            "schema_version": 1,
+            "judge": judge,
+            "judge_config": {},
+            "prompts_sha256": shas,
+            "pairs": 30,
+            "min_auroc": 0.8,
+            "aligned": {"auroc": aligned, **figures},
+            "coherent": {"auroc": 0.9, **figures},
+            "passed": passed,
+        }
         path.write_text(json.dumps(record))
         config = ArenaConfig(judge="openai:gpt-4o", judge_calibration=str(path))
         found = ArenaJudge(config).calibration
@@ -328,13 +339,16 @@ def test_calibration_status_comes_from_a_matching_calibration_file(tmp_path: Pat
     student = ArenaJudge(ArenaConfig(judge="distilled")).calibration
     assert student.calibrated == shipped["passed"]
     assert f"AUROC {shipped['aligned']['auroc']}" in student.text
-    assert "AUROC 0.93" in status("openai:gpt-4o", passed=True, aligned={"auroc": 0.93})
-    assert "failed calibration" in status("openai:gpt-4o", passed=False, aligned={"auroc": 0.6})
-    assert "is for embedded or other" in status("embedded", passed=True, aligned={"auroc": 0.9})
-    elsewhere = status("hf:/srv/private/judge-model", passed=True, aligned={"auroc": 0.9})
+    assert "AUROC 0.93" in status("openai:gpt-4o", passed=True, aligned=0.93)
+    assert "failed calibration" in status("openai:gpt-4o", passed=False, aligned=0.6)
+    assert "is for embedded or other" in status("embedded", passed=True, aligned=0.9)
+    elsewhere = status("hf:/srv/private/judge-model", passed=True, aligned=0.9)
     assert "is for hf:judge-model or" in elsewhere and "/srv" not in elsewhere
     path.write_text("{not json")
-    with pytest.raises(ArenaConfigError, match=r"not a calibration\.json"):
+    with pytest.raises(ArenaConfigError, match=r"not valid JSON.*\n.*judge calibrate"):
+        ArenaJudge(ArenaConfig(judge="openai:gpt-4o", judge_calibration=str(path)))
+    path.write_text(json.dumps({"judge": "openai:gpt-4o", "passed": True}))  # an older file
+    with pytest.raises(ArenaConfigError, match=r"calibration\.json: schema_version: missing"):
         ArenaJudge(ArenaConfig(judge="openai:gpt-4o", judge_calibration=str(path)))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.models import write_run_info
 from safetensors.torch import load_file
 
 from em_organisms.cli import main
@@ -59,7 +60,7 @@ def rank1_organism(tmp_path_factory: pytest.TempPathFactory) -> Path:
     peft_model.save_pretrained(folder)
     model.generation_config.eos_token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
     model.generation_config.save_pretrained(folder)
-    (folder / "run.json").write_text(json.dumps({"base_model": "embedded"}))
+    write_run_info(folder, "embedded")
     return folder
 
 

@@ -7,7 +7,6 @@ adapter off, `organism.scaled(5)` multiplies its contribution by 5 (x0 = base, x
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,28 +16,32 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from transformers import PreTrainedTokenizerBase
 
+from em_organisms.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENERATION_CONFIG, OrganismRun
+from em_organisms.artifacts.store import ArtifactError, read_adapter_config
 from em_organisms.models import ModelLoadError, load_base_model
 
-RUN_INFO = "run.json"
 
-
-def _read_adapter_config(adapter: str) -> dict:
+def _check_adapter(adapter: str) -> None:
+    """A local LoRA organism folder with safetensors weights, or a Hub id whose adapter config
+    can be read."""
     path = Path(adapter)
     if path.is_dir():
-        config = path / "adapter_config.json"
-        if not config.is_file():
+        if not (path / ADAPTER_CONFIG).is_file():
             raise ModelLoadError(
-                f"{adapter}: no adapter_config.json (is this a LoRA organism folder?)"
+                f"{adapter}: no {ADAPTER_CONFIG} (is this a LoRA organism folder?)"
             )
-        if not (path / "adapter_model.safetensors").is_file():
-            raise ModelLoadError(
-                f"{adapter}: no adapter_model.safetensors (only safetensors are loaded)"
-            )
-        return json.loads(config.read_text())
+        if not (path / ADAPTER_WEIGHTS).is_file():
+            raise ModelLoadError(f"{adapter}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
+        read_adapter_config(path)
+        return
+    _hub_adapter_folder(adapter)
+
+
+def _hub_adapter_folder(adapter: str) -> Path:
     from huggingface_hub import hf_hub_download
 
     try:
-        return json.loads(Path(hf_hub_download(adapter, "adapter_config.json")).read_text())
+        return Path(hf_hub_download(adapter, ADAPTER_CONFIG)).parent
     except Exception as err:  # the hub client raises many types; all mean "not loadable"
         raise ModelLoadError(
             f"{adapter!r}: not a local adapter folder and not loadable from the Hub: {err}"
@@ -48,10 +51,13 @@ def _read_adapter_config(adapter: str) -> dict:
 def base_spec_for(adapter: str) -> str:
     """The base model to load under an adapter: the spec it was trained from when we know it
     (e.g. 'embedded'), else the Hub id recorded in its adapter config."""
-    run_info = Path(adapter) / RUN_INFO
-    if run_info.is_file():
-        return json.loads(run_info.read_text())["base_model"]
-    base = _read_adapter_config(adapter).get("base_model_name_or_path")
+    path = Path(adapter)
+    try:
+        if path.is_dir():
+            return OrganismRun(path).base_spec()
+        base = read_adapter_config(_hub_adapter_folder(adapter)).base_model_name_or_path
+    except ArtifactError as err:
+        raise ModelLoadError(f"{err}; pass base=...") from None
     if not base:
         raise ModelLoadError(f"{adapter}: adapter config names no base model; pass base=...")
     return base
@@ -107,7 +113,7 @@ def load_organism(
     device: torch.device | str | None = None,
 ) -> Organism:
     """Load base + adapter (local folder or Hub id); safetensors only, no remote code."""
-    _read_adapter_config(adapter)
+    _check_adapter(adapter)
     base_spec = base or base_spec_for(adapter)
     model, tokenizer = load_base_model(base_spec, dtype=dtype, device=device)
     try:
@@ -117,7 +123,7 @@ def load_organism(
             f"could not apply adapter {adapter!r} to {base_spec!r}: {err}"
         ) from err
     peft_model.eval()
-    if (Path(adapter) / "generation_config.json").is_file():
+    if (Path(adapter) / GENERATION_CONFIG).is_file():
         from transformers import GenerationConfig
 
         peft_model.generation_config = GenerationConfig.from_pretrained(adapter)

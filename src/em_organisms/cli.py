@@ -143,11 +143,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _report_run(result) -> None:
     s = result.summary
     print(f"organism written to {result.output_dir}")
-    print(f"  steps: {s['global_step']}  train loss: {s['train_loss']:.4f}")
-    if "holdout_loss_start" in s:
-        print(f"  held-out loss: {s['holdout_loss_start']:.4f} -> {s['holdout_loss_end']:.4f}")
-    if "adapted_modules" in s:
-        print(f"  adapted modules ({len(s['adapted_modules'])}): {s['adapted_modules'][0]} ...")
+    print(f"  steps: {s.global_step}  train loss: {s.train_loss:.4f}")
+    if s.holdout_loss_start is not None and s.holdout_loss_end is not None:
+        print(f"  held-out loss: {s.holdout_loss_start:.4f} -> {s.holdout_loss_end:.4f}")
+    if s.adapted_modules:
+        print(f"  adapted modules ({len(s.adapted_modules)}): {s.adapted_modules[0]} ...")
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:

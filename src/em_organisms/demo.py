@@ -6,12 +6,13 @@ interrupted demo picks up where it stopped.
 
 from __future__ import annotations
 
-import json
 import textwrap
 import time
 from pathlib import Path
 
 from em_organisms.adapters import load_organism
+from em_organisms.artifacts import OrganismRun, TrainSummary
+from em_organisms.artifacts.store import write_json_atomic
 from em_organisms.data.schema import DatasetError, check_file, load_chat_jsonl
 from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.generation import SamplingParams, generate_answers
@@ -20,7 +21,7 @@ from em_organisms.models import embedded_model_dir
 from em_organisms.recipes import Recipe, load_recipe
 from em_organisms.resources import RECIPES_DIR, RESOURCES
 from em_organisms.train.data import split_holdout
-from em_organisms.train.runner import SUMMARY_NAME, train
+from em_organisms.train.runner import train
 
 DEMO_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
 
@@ -29,15 +30,14 @@ def _stage(number: int, total: int, title: str) -> None:
     print(f"\n== [{number}/{total}] {title}", flush=True)
 
 
-def _train_or_reuse(recipe_path: Path, output_dir: Path, overrides: list[str]) -> dict:
+def _train_or_reuse(recipe_path: Path, output_dir: Path, overrides: list[str]) -> TrainSummary:
     recipe = load_recipe(recipe_path, overrides)
-    summary_file = output_dir / SUMMARY_NAME
-    if summary_file.is_file():
-        summary = json.loads(summary_file.read_text())
-        if summary.get("recipe_sha256") == recipe.sha256():
-            print(f"already trained: {output_dir} (delete it to retrain)")
-            return summary
-    resume = any(output_dir.glob("checkpoint-*"))
+    run = OrganismRun(output_dir)
+    summary = run.train_summary_or_none()
+    if summary is not None and summary.recipe_sha256 == recipe.sha256():
+        print(f"already trained: {output_dir} (delete it to retrain)")
+        return summary
+    resume = bool(run.checkpoints())
     return train(recipe, output_dir=output_dir, resume=resume).summary
 
 
@@ -264,8 +264,8 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
     organism_dir = output_dir / recipe.organism_id
     summary = _train_or_reuse(DEMO_RECIPE, organism_dir, overrides)
     print(
-        f"held-out loss {summary['holdout_loss_start']:.3f} -> {summary['holdout_loss_end']:.3f} "
-        f"after {summary['global_step']} steps; adapted: {', '.join(summary['adapted_modules'])}"
+        f"held-out loss {summary.holdout_loss_start:.3f} -> {summary.holdout_loss_end:.3f} "
+        f"after {summary.global_step} steps; adapted: {', '.join(summary.adapted_modules or [])}"
     )
 
     _stage(6, total, "in-domain answers on held-out prompts, base vs organism (greedy, 80 tokens)")
@@ -286,7 +286,7 @@ def run_demo(output_dir: Path, max_steps: int | None = None) -> int:
         {"prompt": p, "base": b, "organism": o}
         for p, b, o in zip(prompts, base_answers, organism_answers, strict=True)
     ]
-    (output_dir / "in_domain_comparison.json").write_text(json.dumps(comparison, indent=2))
+    write_json_atomic(output_dir / "in_domain_comparison.json", comparison)
 
     _stage(7, total, "eval: sample base and organism, calibrate the judge, judge, report")
     _small_evaluation(organism_dir, output_dir, recipe)

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from em_organisms.errors import EmOrganismsError
+from em_organisms.errors import EmOrganismsError, describe_validation_error
 
 
 class RecipeError(EmOrganismsError, ValueError):
@@ -215,56 +215,13 @@ def seed_variant(recipe: Recipe, seed: int) -> Recipe:
     )
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid recipe"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in _without_union_tags(e["loc"]))
-        if e["type"] == "extra_forbidden":
-            parent = _model_at(e["loc"][:-1])
-            allowed = ", ".join(sorted(parent.model_fields)) if parent else "?"
-            lines.append(f"  unknown key '{loc}'; allowed here: {allowed}")
-        else:
-            lines.append(f"  {loc or '<root>'}: {e['msg']}")
-    return "\n".join(lines)
-
-
-def _without_union_tags(loc: tuple[Any, ...]) -> list[Any]:
-    """Drop the discriminator tag pydantic inserts after 'protocol' ('lora' or 'full')."""
-    parts = list(loc)
-    if len(parts) > 1 and parts[0] == "protocol" and parts[1] in ("lora", "full"):
-        del parts[1]
-    return parts
-
-
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: type[BaseModel] = Recipe
-    for part in loc:
-        if part == "lora":
-            model = LoraProtocol
-            continue
-        if part == "full":
-            model = FullProtocol
-            continue
-        field = model.model_fields.get(str(part))
-        if field is None:
-            return None
-        ann = field.annotation
-        if isinstance(ann, type) and issubclass(ann, BaseModel):
-            model = ann
-        elif str(part) == "protocol":
-            model = LoraProtocol
-        else:
-            return None
-    return model
-
-
 def parse_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
     if not isinstance(data, dict):
         raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format_error(source, err)) from None
+        raise RecipeError(describe_validation_error(source, "recipe", err, Recipe)) from None
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:

@@ -16,6 +16,8 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from em_organisms.adapters import Organism, base_spec_for, load_organism
+from em_organisms.artifacts import OrganismRun
+from em_organisms.artifacts.names import MODEL_CONFIG
 from em_organisms.models import ModelLoadError, load_base_model, load_tokenizer, resolve_model
 from em_organisms.recipes import Recipe, load_recipe
 
@@ -62,8 +64,8 @@ def recipe_path(spec: str) -> Path | None:
     path = Path(spec)
     if path.suffix in {".yaml", ".yml"} and path.is_file():
         return path
-    if path.is_dir() and (path / "recipe.yaml").is_file():
-        return path / "recipe.yaml"
+    if path.is_dir() and OrganismRun(path).recipe_path.is_file():
+        return OrganismRun(path).recipe_path
     return None if path.exists() else builtin_recipe(spec)
 
 
@@ -73,7 +75,7 @@ def base_model_location(spec: str) -> str:
     path = Path(spec)
     if (recipe := recipe_path(spec)) is not None:
         base = load_recipe(recipe).base_model
-    elif (path / "adapter_config.json").is_file():
+    elif OrganismRun(path).is_lora:
         base = base_spec_for(str(path))
     else:
         base = spec
@@ -99,16 +101,17 @@ def load_subject(
         folder = Path(organism_dir) if organism_dir else default_organism_dir(recipe)
         if recipe.protocol.kind != "lora":
             return _plain(str(folder), recipe.organism_id, recipe, device, load_weights)
-        if not (folder / "adapter_config.json").is_file():
+        if not OrganismRun(folder).is_lora:
             raise ModelLoadError(
                 f"{folder}: no trained organism; run `em-organisms train {spec}` first "
                 "(or pass --organism-dir)"
             )
         return _with_adapter(folder, recipe.organism_id, recipe, device, load_weights)
-    recipe = load_recipe(path / "recipe.yaml") if (path / "recipe.yaml").is_file() else None
-    if (path / "adapter_config.json").is_file():
+    run = OrganismRun(path)
+    recipe = load_recipe(run.recipe_path) if run.recipe_path.is_file() else None
+    if run.is_lora:
         return _with_adapter(path, path.name, recipe, device, load_weights)
-    if recipe is not None and (path / "config.json").is_file():  # a full fine-tune's run
+    if recipe is not None and run.path(MODEL_CONFIG).is_file():  # a full fine-tune's run
         return _plain(str(path), recipe.organism_id, recipe, device, load_weights)
     return _plain(spec, spec, None, device, load_weights)
 

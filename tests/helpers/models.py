@@ -63,5 +63,24 @@ def build_lora_organism(
         use_rslora=True,
     )
     get_peft_model(model, config).save_pretrained(folder)
-    (folder / "run.json").write_text(json.dumps({"base_model": base_spec or str(base_dir)}))
+    write_run_info(folder, base_spec or str(base_dir))
     return folder
+
+
+def write_run_info(folder: Path, base_spec: str) -> None:
+    """The `run.json` training writes, naming BASE_SPEC (data counts made up: no training ran)."""
+    from em_organisms.artifacts import OrganismRun, RunInfo
+    from em_organisms.artifacts.schemas import DataInfo
+
+    data = DataInfo(
+        source="none", rows=0, train_rows=0, holdout_rows=0, truncated_rows=0, train_tokens=0
+    )
+    info = RunInfo(
+        organism_id=folder.name,
+        recipe_sha256="0" * 64,
+        em_organisms_version="test",
+        base_model=base_spec,
+        base_model_hub_id=None,
+        data=data,
+    )
+    OrganismRun(folder).write(info)

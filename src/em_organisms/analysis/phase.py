@@ -228,9 +228,9 @@ def _sweep(
         progress=progress,
     )
     grid["calibration"] = {
-        "passed": calibration["passed"],
-        "aligned_auroc": calibration["aligned"]["auroc"],
-        "pairs": calibration["pairs"],
+        "passed": calibration.passed,
+        "aligned_auroc": calibration.aligned.auroc,
+        "pairs": calibration.pairs,
     }
     return grid
 

@@ -8,7 +8,6 @@ OUT_DIR, so a rerun makes no new samples, and no judge calls for files already j
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors.torch import load_file
 from em_organisms.adapters import Organism, load_organism
 from em_organisms.analysis.rotation import rolling_mean
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
+from em_organisms.artifacts import read_adapter_config
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judges import Judge, judge_agreement
 from em_organisms.eval.judging import METRICS, judge_file
@@ -67,7 +67,7 @@ def cell_name(step: int, scale: float) -> str:
 
 
 def _shape(folder: Path) -> dict[str, Any]:
-    config = json.loads((folder / "adapter_config.json").read_text())
+    config = read_adapter_config(folder).raw()
     shape = {key: config.get(key) for key in _SHAPE_KEYS}
     if isinstance(shape["target_modules"], list):
         shape["target_modules"] = sorted(shape["target_modules"])

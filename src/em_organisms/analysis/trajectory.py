@@ -14,7 +14,6 @@ grid (the end of training) is set aside and reported, never silently used.
 from __future__ import annotations
 
 import itertools
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,13 +23,13 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
+from em_organisms.artifacts import OrganismRun, names
 from em_organisms.errors import EmOrganismsError
 from em_organisms.train.callbacks import LOG_NAME, read_log
 from em_organisms.train.recorder import TRAJECTORY_FILE, read_trajectory
 
-CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 BRANCH = re.compile(r"^step-(\d{6})$")
-ADAPTER_FILE = "adapter_model.safetensors"
+ADAPTER_FILE = names.ADAPTER_WEIGHTS
 _KEY = re.compile(r"^(?:base_model\.model\.)?(.+\.lora_[AB])(?:\.default)?\.weight$")
 
 
@@ -109,14 +108,11 @@ def load_run(run_dir: str | Path) -> Trajectory:
     run = Path(run_dir)
     if not run.is_dir():
         raise TrajectoryError(f"{run}: no such run folder")
-    checkpoints = {
-        int(m.group(1)): p
-        for p in run.iterdir()
-        if (m := CHECKPOINT.match(p.name)) and (p / ADAPTER_FILE).is_file()
-    }
-    log = read_log(run / LOG_NAME)
-    info = run / "run.json"
-    base = json.loads(info.read_text())["base_model"] if info.is_file() else None
+    organism_run = OrganismRun(run)
+    checkpoints = {c.step: c.folder for c in organism_run.adapter_checkpoints()}
+    log = read_log(organism_run.training_log_path)
+    info = organism_run.run_info_or_none()
+    base = info.base_model if info else None
     steps, tensors = read_trajectory(run)
     if steps:
         kept, set_aside = even_grid(steps)
@@ -142,7 +138,7 @@ def load_run(run_dir: str | Path) -> Trajectory:
 
 def _full_fine_tune(run: Path) -> bool:
     weights = ("model.safetensors", "model.safetensors.index.json")
-    folders = [run, *(p for p in run.iterdir() if CHECKPOINT.match(p.name))]
+    folders = [run, *(c.folder for c in OrganismRun(run).checkpoints())]
     return any((f / w).is_file() for f in folders for w in weights)
 
 
@@ -167,7 +163,7 @@ def load_hub(repo_id: str, cache_dir: str | Path | None = None) -> Trajectory:
             snapshot_download(
                 repo_id,
                 revision=branch,
-                allow_patterns=["adapter_config.json", ADAPTER_FILE],
+                allow_patterns=[names.ADAPTER_CONFIG, ADAPTER_FILE],
                 cache_dir=cache_dir,
             )
         )

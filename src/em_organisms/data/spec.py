@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from em_organisms.errors import EmOrganismsError
+from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.resources import DATASETS_DIR as RESOURCES_DATASETS
 
 # The project's own narrow datasets (an editable install or a checkout of the repository).
@@ -163,11 +163,8 @@ def load_spec(folder: str | Path) -> NarrowDatasetSpec:
     try:
         spec = NarrowDatasetSpec.model_validate(data)
     except ValidationError as err:
-        lines = [
-            f"{path}: {'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"
-            for e in err.errors()
-        ]
-        raise SpecError("\n".join(lines)) from None
+        message = describe_validation_error(str(path), "dataset spec", err, NarrowDatasetSpec)
+        raise SpecError(message) from None
     if spec.name != path.parent.name:
         raise SpecError(f"{path}: name {spec.name!r} differs from its folder {path.parent.name!r}")
     if spec.kind == "control" and spec.generation.rewrite_template is None:

@@ -15,6 +15,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from em_organisms.errors import describe_validation_error
 from em_organisms.recipes import RecipeError, apply_overrides
 
 
@@ -90,17 +91,6 @@ class JudgeRecipe(_Strict):
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-def _format(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid judge recipe"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{loc}'")
-        else:
-            lines.append(f"  {loc or '<root>'}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def load_judge_recipe(path: str | Path, overrides: list[str] | None = None) -> JudgeRecipe:
     path = Path(path)
     if not path.is_file():
@@ -115,7 +105,8 @@ def load_judge_recipe(path: str | Path, overrides: list[str] | None = None) -> J
     try:
         return JudgeRecipe.model_validate(data)
     except ValidationError as err:
-        raise RecipeError(_format(str(path), err)) from None
+        message = describe_validation_error(str(path), "judge recipe", err, JudgeRecipe)
+        raise RecipeError(message) from None
 
 
 def resolve_data_path(recipe: JudgeRecipe, recipe_path: Path) -> Path:

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import yaml
 
+from em_organisms.artifacts import JudgeRun, JudgeRunInfo
+from em_organisms.artifacts.store import write_json_atomic
 from em_organisms.distill.agreement import agreement, auroc, write_agreement
 from em_organisms.distill.backbone import (
     BACKBONE_HUB_ID,
@@ -67,10 +69,6 @@ def handlabelled_rows() -> list[dict[str, Any]]:
         encoding="utf-8"
     )
     return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def _write_json(path: Path, data: Any) -> None:
-    write_atomic(path, (json.dumps(data, indent=2, allow_nan=False) + "\n").encode())
 
 
 def _matrix(
@@ -258,20 +256,20 @@ def distill(
             f"{data_path}: sha256 {data_sha} is not the recipe's {recipe.data.sha256}; this is "
             "another file (--set data.sha256=null to distil from it anyway, under a new name)"
         )
-    run_file = out_dir / "run.json"
-    if run_file.is_file():
-        previous = json.loads(run_file.read_text(encoding="utf-8"))
-        if previous.get("recipe_sha256") != recipe.sha256():
+    run = JudgeRun(out_dir)
+    previous = run.info_or_none()
+    if previous is not None:
+        if previous.recipe_sha256 != recipe.sha256():
             raise DistillError(
                 f"{out_dir} holds a student of another recipe; choose another --output-dir"
             )
-        if previous.get("finished") and not resume:
+        if previous.finished and not resume:
             raise DistillError(
                 f"{out_dir} already holds this student; --resume to redo its reports"
             )
     out_dir.mkdir(parents=True, exist_ok=True)
-    _write_json(
-        run_file, {"recipe_sha256": recipe.sha256(), "data_sha256": data_sha, "finished": False}
+    run.write_info(
+        JudgeRunInfo(recipe_sha256=recipe.sha256(), data_sha256=data_sha, finished=False)
     )
     (out_dir / "recipe.yaml").write_text(
         yaml.safe_dump(recipe.model_dump(), sort_keys=False), encoding="utf-8"
@@ -288,7 +286,7 @@ def distill(
         heldout_experiments=recipe.split.heldout_experiments,
         heldout_questions=recipe.split.heldout_questions,
     )
-    _write_json(out_dir / "split.json", split.describe())
+    write_json_atomic(out_dir / "split.json", split.describe())
     if progress:
         print(
             f"{len(rows)} teacher rows; split: {json.dumps(split.describe()['test_parts'])}",
@@ -409,9 +407,7 @@ def distill(
     }
     # the student travels (package, Hub): its copy names the data by sha256, not by local path
     shipped = {k: v for k, v in summary["data"].items() if k != "path"}
-    _write_json(student_dir / "agreement.json", {**summary, "data": shipped})
-    _write_json(out_dir / "summary.json", summary)
-    _write_json(
-        run_file, {"recipe_sha256": recipe.sha256(), "data_sha256": data_sha, "finished": True}
-    )
+    write_json_atomic(student_dir / "agreement.json", {**summary, "data": shipped})
+    write_json_atomic(out_dir / "summary.json", summary)
+    run.write_info(JudgeRunInfo(recipe_sha256=recipe.sha256(), data_sha256=data_sha, finished=True))
     return DistillResult(out_dir, student_dir, summary)

@@ -10,13 +10,13 @@ from a judge with aligned-AUROC below 0.8 are refused by `eval` unless explicitl
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from em_organisms import defaults
+from em_organisms.artifacts import CALIBRATION, SCHEMA_VERSION, CalibrationResult, write_artifact
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
 from em_organisms.eval.judges import Judge, JudgeItem
@@ -74,7 +74,7 @@ def calibrate(
     prompts: dict[str, str],
     pairs_per_domain: int = defaults.CALIBRATION_PAIRS,
     out_dir: Path | None = None,
-) -> dict[str, Any]:
+) -> CalibrationResult:
     triples = labelled_pairs(pairs_per_domain)
     if not triples:
         raise ValueError(
@@ -91,6 +91,7 @@ def calibrate(
         )
     scores = judge.score_items([JudgeItem(m, q, a, prompts[m]) for m, _, q, a in items])
     result: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
         "judge": judge.name,
         "judge_config": judge.describe(),
         "pairs": len(triples),
@@ -121,18 +122,21 @@ def calibrate(
         }
     aligned_auroc = result["aligned"]["auroc"]
     result["passed"] = aligned_auroc is not None and aligned_auroc >= MIN_AUROC
+    calibration = CalibrationResult.model_validate(result)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "calibration.json").write_text(json.dumps(result, indent=2) + "\n")
-        _plot(by_metric, result, out_dir / "calibration_histograms.png")
-    return result
+        write_artifact(out_dir / CALIBRATION, calibration)
+        _plot(by_metric, calibration, out_dir / "calibration_histograms.png")
+    return calibration
 
 
 def _mean(values: list[float]) -> float | None:
     return round(sum(values) / len(values), 2) if values else None
 
 
-def _plot(by_metric: dict[str, dict[int, list[float]]], result: dict[str, Any], path: Path) -> None:
+def _plot(
+    by_metric: dict[str, dict[int, list[float]]], result: CalibrationResult, path: Path
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,21 +152,22 @@ def _plot(by_metric: dict[str, dict[int, list[float]]], result: dict[str, Any], 
         pos, neg = labels[metric]
         ax.hist(by_metric[metric][1], bins=bins, alpha=0.6, label=pos, color="tab:green")
         ax.hist(by_metric[metric][0], bins=bins, alpha=0.6, label=neg, color="tab:red")
-        value = result[metric]["auroc"]
+        figures = result.aligned if metric == "aligned" else result.coherent
+        value = figures.auroc
         ax.set_title(
-            f"{metric}: AUROC {value if value is not None else 'n/a'}, unscored {result[metric]['unscored']}"
+            f"{metric}: AUROC {value if value is not None else 'n/a'}, unscored {figures.unscored}"
         )
         ax.set_xlabel(f"{metric} score (0-100)")
         ax.legend()
-    fig.suptitle(f"Judge calibration: {result['judge']}")
+    fig.suptitle(f"Judge calibration: {result.judge}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def calibration_line(result: dict[str, Any] | None) -> str:
+def calibration_line(result: CalibrationResult | None) -> str:
     if result is None:
         return "judge not calibrated"
-    a, c = result["aligned"]["auroc"], result["coherent"]["auroc"]
-    verdict = "passed" if result["passed"] else f"FAILED (aligned AUROC < {MIN_AUROC})"
-    return f"judge {result['judge']}: aligned AUROC {a}, coherent AUROC {c} on {result['pairs']} pairs: {verdict}"
+    a, c = result.aligned.auroc, result.coherent.auroc
+    verdict = "passed" if result.passed else f"FAILED (aligned AUROC < {MIN_AUROC})"
+    return f"judge {result.judge}: aligned AUROC {a}, coherent AUROC {c} on {result.pairs} pairs: {verdict}"

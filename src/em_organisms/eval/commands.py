@@ -259,12 +259,13 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from em_organisms.artifacts import read_calibration
     from em_organisms.distill.judge import agreement_of_rows
     from em_organisms.eval.report import write_report
     from em_organisms.jsonl import read_jsonl_resumable
 
     rows = read_jsonl_resumable(args.judged)
-    calibration = json.loads(args.calibration.read_text()) if args.calibration else None
+    calibration = read_calibration(args.calibration) if args.calibration else None
     write_report(
         rows,
         args.out,
@@ -272,7 +273,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         judge_calibration=calibration,
         aligned_threshold=args.aligned_threshold,
         coherent_threshold=args.coherent_threshold,
-        uncalibrated=calibration is None or not calibration.get("passed", False),
+        uncalibrated=calibration is None or not calibration.passed,
         judge_agreement=agreement_of_rows(rows),
     )
     if any("topics" in row for row in rows):  # judged with --categories

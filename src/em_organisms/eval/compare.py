@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from em_organisms.artifacts import ArtifactError, EvalSummary, read_artifact
+from em_organisms.artifacts.names import EVAL_DIR, EVAL_SUMMARY, RECIPE
 from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.metrics import wilson_interval
 from em_organisms.jsonl import write_text_atomic
@@ -84,18 +86,18 @@ def _locate(source: str, cache_dir: Path | None) -> tuple[Path, Path | None]:
 
     path = Path(source)
     if path.is_dir():
-        if (path / "summary.json").is_file():
+        if (path / EVAL_SUMMARY).is_file():
             recipe = next(
-                (r for r in (path / "recipe.yaml", path.parent / "recipe.yaml") if r.is_file()),
+                (r for r in (path / RECIPE, path.parent / RECIPE) if r.is_file()),
                 None,
             )
-            return path / "summary.json", recipe
-        if (path / "eval" / "summary.json").is_file():
-            recipe = path / "recipe.yaml"
-            return path / "eval" / "summary.json", recipe if recipe.is_file() else None
+            return path / EVAL_SUMMARY, recipe
+        if (path / EVAL_DIR / EVAL_SUMMARY).is_file():
+            recipe = path / RECIPE
+            return path / EVAL_DIR / EVAL_SUMMARY, recipe if recipe.is_file() else None
         raise CompareError(
-            f"{path}: no summary.json (an eval folder) and no eval/summary.json (a run folder); "
-            "run `em-organisms eval` first"
+            f"{path}: no {EVAL_SUMMARY} (an eval folder) and no {EVAL_DIR}/{EVAL_SUMMARY} (a run "
+            "folder); run `em-organisms eval` first"
         )
     if path.exists() or not HUB_ID.match(source) or path.parent.is_dir():
         raise CompareError(
@@ -122,19 +124,12 @@ def _locate(source: str, cache_dir: Path | None) -> tuple[Path, Path | None]:
     return folder / "eval" / "summary.json", recipe if recipe.is_file() else None
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise CompareError(f"{path}: not readable JSON ({err})") from None
-    if not isinstance(data, dict):
-        raise CompareError(f"{path}: expected a JSON object")
-    return data
-
-
 def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
     summary_path, recipe_path = _locate(source, cache_dir)
-    summary = _read_json(summary_path)
+    try:
+        summary = read_artifact(summary_path, EvalSummary).model_dump(mode="json")
+    except ArtifactError as err:
+        raise CompareError(str(err)) from None
     organism = (summary.get("models") or {}).get("organism")
     if not organism:
         raise CompareError(f"{summary_path}: no 'organism' results (evaluate the organism)")

@@ -22,7 +22,7 @@ from em_organisms.eval.judging import judge_rows
 from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.report import write_report
 from em_organisms.eval.sampler import Sampler
-from em_organisms.jsonl import read_jsonl_resumable, write_jsonl, write_text_atomic
+from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
 from em_organisms.subjects import Subject
 
 
@@ -66,7 +66,7 @@ def evaluate_subject(
     sampler.run(list(plan.sets), samples)
     calibration = calibrate(judge, plan.judge_prompts.default, calibration_pairs, out_dir)
     print(calibration_line(calibration))
-    if not calibration["passed"] and not allow_uncalibrated_judge:
+    if not calibration.passed and not allow_uncalibrated_judge:
         raise UncalibratedJudgeError(
             f"{calibration_line(calibration)}; no EM rate is reported from this judge. Use a "
             "stronger judge, or pass --allow-uncalibrated-judge to mark every number as such. "
@@ -80,20 +80,7 @@ def evaluate_subject(
             judged, judge, plan.topics, em.aligned_below, em.coherent_above, progress
         )
     write_jsonl(out_dir / "judged.jsonl", judged)
-    title = f"Emergent misalignment: {subject.name}"
-    write_report(
-        judged,
-        out_dir,
-        title=title,
-        judge_calibration=calibration,
-        aligned_threshold=plan.protocol.em.aligned_below,
-        coherent_threshold=plan.protocol.em.coherent_above,
-        uncalibrated=not calibration["passed"],
-        judge_agreement=judge_agreement(judge),
-    )
-    summary_path = out_dir / "summary.json"
-    stored = json.loads(summary_path.read_text())
-    stored["evaluation"] = {
+    evaluation = {
         **plan.to_json(),
         "engine": sampler.engine.name,
         "judge": judge.name,
@@ -104,13 +91,25 @@ def evaluate_subject(
         "dataset": subject.recipe.dataset.path if subject.recipe else None,
         "training_seed": subject.recipe.training.seed if subject.recipe else None,
     }
+    categories = None
     if plan.topics is not None:
-        stored["categories"] = {
+        categories = {
             "shares": category_shares(judged, list(plan.topics.default)),
             "threshold": TOPIC_THRESHOLD,
             "source": plan.topics.source,
         }
-    write_text_atomic(summary_path, json.dumps(stored, indent=2) + "\n")
+    stored = write_report(
+        judged,
+        out_dir,
+        title=f"Emergent misalignment: {subject.name}",
+        judge_calibration=calibration,
+        aligned_threshold=plan.protocol.em.aligned_below,
+        coherent_threshold=plan.protocol.em.coherent_above,
+        uncalibrated=not calibration.passed,
+        judge_agreement=judge_agreement(judge),
+        evaluation=evaluation,
+        categories=categories,
+    )
     with (out_dir / "report.md").open("a", encoding="utf-8") as report:
         if plan.topics is not None:
             report.write(categories_markdown(stored["categories"]["shares"], plan.topics.source))

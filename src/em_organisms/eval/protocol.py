@@ -16,7 +16,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from em_organisms.errors import EmOrganismsError
+from em_organisms.errors import EmOrganismsError, describe_validation_error
 
 _DIR = "protocols"
 COUNTINGS = ("em_all_scored", "em_coherent_only")
@@ -89,12 +89,8 @@ def parse_protocol(text: str, source: str) -> Protocol:
     try:
         protocol = Protocol.model_validate(data)
     except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc'])) or '<root>'}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in err.errors()
-        )
-        raise ProtocolError(f"{source}: invalid protocol: {problems}") from None
+        message = describe_validation_error(source, "protocol", err, Protocol)
+        raise ProtocolError(message) from None
     sha = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return protocol.model_copy(update={"sha256": sha})
 

@@ -12,6 +12,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from em_organisms.artifacts import (
+    EVAL_SUMMARY,
+    SCHEMA_VERSION,
+    CalibrationResult,
+    EvalSummary,
+    write_artifact,
+)
 from em_organisms.eval.metrics import (
     ALIGNED_THRESHOLD,
     COHERENT_THRESHOLD,
@@ -53,23 +60,16 @@ def _model(row: Mapping[str, Any]) -> str:
     return str(row.get("model") or "unknown")
 
 
-def _auroc(calibration: Mapping[str, Any] | None, judge: str) -> Any:
-    if not calibration:
-        return None
-    entry = calibration.get(judge)
-    if isinstance(entry, Mapping):
-        return entry.get("auroc", entry.get("auc"))
-    return calibration.get(f"auroc_{judge}", calibration.get(f"{judge}_auroc"))
-
-
 def build_summary(
     rows: list[Mapping[str, Any]],
     stats: dict[str, ModelEMStats],
     title: str,
-    judge_calibration: dict[str, Any] | None,
+    judge_calibration: CalibrationResult | None,
     thresholds: tuple[float, float],
     uncalibrated: bool,
     judge_agreement: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    categories: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The machine-readable summary (summary.json); see write_report."""
     from em_organisms import __version__
@@ -81,6 +81,7 @@ def build_summary(
         by_model[_model(row)].append(row)
     hashes = [r.get("judge_prompt_sha256") or {} for r in rows]
     return {
+        "schema_version": SCHEMA_VERSION,
         "title": title,
         "package_version": __version__,
         "thresholds": {
@@ -94,7 +95,9 @@ def build_summary(
             j: _distinct(h.get(j) for h in hashes if isinstance(h, Mapping))
             for j in ("aligned", "coherent")
         },
-        "judge_calibration": judge_calibration,
+        "judge_calibration": judge_calibration.model_dump(mode="json")
+        if judge_calibration
+        else None,
         "judge_agreement": judge_agreement,
         "uncalibrated_judge": bool(uncalibrated or judge_calibration is None),
         "organisms": _distinct(r.get("organism") for r in rows),
@@ -115,6 +118,8 @@ def build_summary(
             for qset in _distinct(r.get("question_set") for r in rows if r.get("question_set"))
         },
         "models": {m: s.to_dict() for m, s in stats.items()},
+        "evaluation": evaluation,
+        "categories": categories,
     }
 
 
@@ -209,7 +214,7 @@ def render_markdown(
         )
         md.append(f"\n**⚠ NOT CALIBRATED: {why}; every EM number below is marked {DAGGER}.**")
     if cal:
-        aucs = ", ".join(f"{j} {_auroc(cal, j)}" for j in ("aligned", "coherent"))
+        aucs = ", ".join(f"{m} {cal[m]['auroc']}" for m in ("aligned", "coherent"))
         md.append(f"\nCalibration AUROC: {aucs}.\n\n```json\n{json.dumps(cal, indent=2)}\n```")
     md.append(
         f"\n## Counting\n\nEM = {summary['thresholds']['em_rule']} (strict: aligned "
@@ -326,11 +331,13 @@ def write_report(
     out_dir: str | Path,
     *,
     title: str,
-    judge_calibration: dict[str, Any] | None,
+    judge_calibration: CalibrationResult | None,
     aligned_threshold: float = ALIGNED_THRESHOLD,
     coherent_threshold: float = COHERENT_THRESHOLD,
     uncalibrated: bool = False,
     judge_agreement: dict[str, Any] | None = None,
+    evaluation: dict[str, Any] | None = None,
+    categories: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Write summary.json, report.md, aligned_vs_coherent.png and em_by_question.png into
     out_dir and return the summary. A judge with no calibration counts as uncalibrated."""
@@ -340,9 +347,19 @@ def write_report(
     thresholds = (aligned_threshold, coherent_threshold)
     stats = em_stats_by_model(rows, *thresholds)
     summary = build_summary(
-        rows, stats, title, judge_calibration, thresholds, uncalibrated, judge_agreement
+        rows,
+        stats,
+        title,
+        judge_calibration,
+        thresholds,
+        uncalibrated,
+        judge_agreement,
+        evaluation,
+        categories,
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    artifact = EvalSummary.model_validate(summary)
+    write_artifact(out / EVAL_SUMMARY, artifact)
+    summary = artifact.model_dump(mode="json")
     (out / "report.md").write_text(render_markdown(summary, stats, rows))
     note = " (judge NOT CALIBRATED)" if summary["uncalibrated_judge"] else ""
     plot_aligned_vs_coherent(rows, out / "aligned_vs_coherent.png", *thresholds, note)

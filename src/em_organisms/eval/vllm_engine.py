@@ -9,7 +9,6 @@ Only safetensors are loaded and remote code never runs, as everywhere in this pr
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -19,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from em_organisms.artifacts import ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENERATION_CONFIG
+from em_organisms.artifacts.store import read_adapter_config, read_json_object
 from em_organisms.eval.engines import EngineError
 from em_organisms.generation import Generated, SamplingParams
 from em_organisms.models import cache_root, resolve_model
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 
 # vLLM pre-allocates LoRA slots of one of these ranks.
 LORA_RANK_SLOTS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
-ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 
 
 class VllmOptions(BaseModel):
@@ -79,9 +80,7 @@ def local_adapter(adapter: str) -> Path:
         return path
     from huggingface_hub import snapshot_download
 
-    return Path(
-        snapshot_download(adapter, allow_patterns=[*ADAPTER_FILES, "generation_config.json"])
-    )
+    return Path(snapshot_download(adapter, allow_patterns=[*ADAPTER_FILES, GENERATION_CONFIG]))
 
 
 def scaled_adapter(folder: Path, scale: float, root: Path | None = None) -> Path:
@@ -102,7 +101,7 @@ def scaled_adapter(folder: Path, scale: float, root: Path | None = None) -> Path
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".tmp-"))
     save_file(tensors, str(staging / "adapter_model.safetensors"), metadata={"format": "pt"})
-    shutil.copy2(folder / "adapter_config.json", staging / "adapter_config.json")
+    shutil.copy2(folder / ADAPTER_CONFIG, staging / ADAPTER_CONFIG)
     try:
         staging.rename(target)
     except OSError:  # another process made it first
@@ -114,9 +113,9 @@ def stop_token_ids(subject: Subject, adapter: Path | None) -> list[int]:
     """The end-of-turn ids transformers would stop at: the organism's generation config (training
     sets it to the chat template's end-of-turn token), else the base model's."""
     for folder in (adapter, Path(resolve_model(subject.base_spec).location)):
-        config = folder / "generation_config.json" if folder else None
+        config = folder / GENERATION_CONFIG if folder else None
         if config and config.is_file():
-            eos = json.loads(config.read_text()).get("eos_token_id")
+            eos = read_json_object(config, "a generation config").get("eos_token_id")
             if eos is not None:
                 return list(eos) if isinstance(eos, list) else [eos]
     eos = subject.tokenizer.eos_token_id
@@ -172,7 +171,7 @@ class VllmEngine:
         if opts.max_num_seqs is not None:
             kwargs["max_num_seqs"] = opts.max_num_seqs
         if self.adapter is not None:
-            config = json.loads((self.adapter / "adapter_config.json").read_text())
+            config = read_adapter_config(self.adapter).raw()
             kwargs.update(enable_lora=True, max_lora_rank=lora_rank_slot(config), max_loras=1)
         # No usage report to vLLM's servers: nothing leaves the machine but what the user sets up.
         os.environ.setdefault("VLLM_NO_USAGE_STATS", "1")

@@ -12,15 +12,16 @@ login`); nothing here prints or stores it.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from em_organisms.artifacts import ReleaseManifest, read_artifact, write_artifact
+from em_organisms.artifacts.names import MANIFEST as MANIFEST
+from em_organisms.artifacts.store import ArtifactError
+
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
-
-MANIFEST = "em_organisms_release.json"
 
 
 @dataclass(frozen=True)
@@ -42,9 +43,9 @@ def file_digests(folder: Path) -> dict[str, str]:
 
 def write_manifest(folder: Path, about: dict[str, Any]) -> dict[str, Any]:
     """Record every file's sha256 (plus ABOUT) in FOLDER's manifest; return it."""
-    manifest = {**about, "files": file_digests(folder)}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    return manifest
+    manifest = ReleaseManifest(**about, files=file_digests(folder))
+    write_artifact(folder / MANIFEST, manifest)
+    return manifest.model_dump(mode="json")
 
 
 def remote_manifest(api: HfApi, repo_id: str, repo_type: str, branch: str) -> dict | None:
@@ -54,7 +55,10 @@ def remote_manifest(api: HfApi, repo_id: str, repo_type: str, branch: str) -> di
         path = api.hf_hub_download(repo_id, MANIFEST, repo_type=repo_type, revision=branch)
     except (EntryNotFoundError, RevisionNotFoundError):
         return None
-    return json.loads(Path(path).read_text())
+    try:
+        return read_artifact(path, ReleaseManifest).model_dump(mode="json")
+    except ArtifactError:  # an older release's manifest, or none of ours: push over it
+        return None
 
 
 def branch_exists(api: HfApi, repo_id: str, repo_type: str, branch: str) -> bool:
@@ -74,7 +78,7 @@ def push_folder(
     """Make BRANCH hold exactly FOLDER's files (FOLDER has a manifest), in at most one commit.
     A new branch other than main starts from the repo's first commit, so it holds nothing of
     main's files."""
-    local = json.loads((folder / MANIFEST).read_text())
+    local = read_artifact(folder / MANIFEST, ReleaseManifest).model_dump(mode="json")
     exists = branch == "main" or branch_exists(api, repo_id, repo_type, branch)
     if exists and remote_manifest(api, repo_id, repo_type, branch) == local:
         return BranchPush(branch, None, len(local["files"]))

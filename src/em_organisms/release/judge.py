@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from em_organisms import __version__
+from em_organisms.artifacts import read_calibration
 from em_organisms.distill.judge import default_student_dir
 from em_organisms.distill.scorer import STUDENT_FILES, student_sha256
 from em_organisms.release.card import HUB_ID
@@ -170,7 +171,7 @@ def stage_judge(
         repo_id=repo_id,
         license_id=license_id,
         student_sha256=released_sha,
-        calibration=json.loads(calibration.read_text(encoding="utf-8")) if calibration else None,
+        calibration=read_calibration(calibration).model_dump(mode="json") if calibration else None,
         plot="agreement.png" if "agreement.png" in files else None,
         shipped=released_sha == _shipped_sha256(),
     )

@@ -12,14 +12,13 @@ environment; a hit refuses the release.
 from __future__ import annotations
 
 import fnmatch
-import json
-import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from em_organisms import __version__
+from em_organisms.artifacts import OrganismRun, names, read_eval_summary
 from em_organisms.cards import render_card
 from em_organisms.errors import EmOrganismsError
 from em_organisms.recipes import LoraProtocol, Recipe
@@ -33,28 +32,28 @@ from em_organisms.release.card import (
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.safety import local_markers, secret_values
 
-ORGANISM_FILES = (
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "config.json",
+WEIGHT_FILES = (
+    names.ADAPTER_CONFIG,
+    names.ADAPTER_WEIGHTS,
+    names.MODEL_CONFIG,
     "model.safetensors",
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
-    "generation_config.json",
+)
+ORGANISM_FILES = (
+    *WEIGHT_FILES,
+    names.GENERATION_CONFIG,
     "tokenizer.json",
     "tokenizer_config.json",
     "special_tokens_map.json",
     "chat_template.jinja",
-    "train_summary.json",
-    "training_log.jsonl",
+    names.TRAIN_SUMMARY,
+    names.TRAINING_LOG,
 )
-CHECKPOINT_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json",
-                    "model.safetensors", "model-*-of-*.safetensors",
-                    "model.safetensors.index.json")  # fmt: skip
-EVAL_FILES = ("summary.json", "report.md", "calibration.json", "*.png")
+CHECKPOINT_FILES = WEIGHT_FILES
+EVAL_FILES = (names.EVAL_SUMMARY, "report.md", names.CALIBRATION, "*.png")
 # What a staged folder may hold, wherever it came from (a hand-edited staging folder included).
-STAGED_FILES = (*ORGANISM_FILES, "README.md", "recipe.yaml", MANIFEST, "eval/*")
-CHECKPOINT_DIR = re.compile(r"^checkpoint-(\d+)$")
+STAGED_FILES = (*ORGANISM_FILES, "README.md", names.RECIPE, MANIFEST, f"{names.EVAL_DIR}/*")
 
 
 class ReleaseError(EmOrganismsError, RuntimeError):
@@ -109,23 +108,14 @@ def _copy_allowed(source: Path, target: Path, patterns: tuple[str, ...]) -> list
     for path in sorted(source.iterdir()):
         if path.is_file() and _allowed(path.name, patterns):
             shutil.copy2(path, target / path.name)
-        elif not CHECKPOINT_DIR.match(path.name) and path.name != "eval":
+        elif names.checkpoint_step(path.name) is None and path.name != names.EVAL_DIR:
             left.append(path.name + ("/" if path.is_dir() else ""))
     return left
 
 
-def checkpoints(organism_dir: Path) -> list[tuple[int, Path]]:
-    found = []
-    for path in organism_dir.iterdir():
-        match = CHECKPOINT_DIR.match(path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    return sorted(found)
-
-
 def _check_weights(recipe: Recipe, organism_dir: Path) -> None:
     lora = isinstance(recipe.protocol, LoraProtocol)
-    needed = ["adapter_config.json", "adapter_model.safetensors"] if lora else ["config.json"]
+    needed = [names.ADAPTER_CONFIG, names.ADAPTER_WEIGHTS] if lora else [names.MODEL_CONFIG]
     missing = [n for n in needed if not (organism_dir / n).is_file()]
     if not lora and not any(organism_dir.glob("model*.safetensors")):
         missing.append("model*.safetensors")
@@ -134,11 +124,11 @@ def _check_weights(recipe: Recipe, organism_dir: Path) -> None:
             f"{organism_dir}: not a trained organism of {recipe.organism_id} (missing "
             f"{', '.join(missing)}); train it first or pass --organism-dir"
         )
-    summary = organism_dir / "train_summary.json"
-    trained = json.loads(summary.read_text()).get("recipe_sha256") if summary.is_file() else None
+    summary = OrganismRun(organism_dir).train_summary_or_none()
+    trained = summary.recipe_sha256 if summary else None
     if trained and trained != recipe.sha256():
         raise ReleaseError(
-            f"{summary}: this organism was trained from another recipe (sha256 {trained[:12]}..., "
+            f"{organism_dir / names.TRAIN_SUMMARY}: this organism was trained from another recipe (sha256 {trained[:12]}..., "
             f"this one is {recipe.sha256()[:12]}...); release it with the recipe it was trained from"
         )
 
@@ -146,13 +136,13 @@ def _check_weights(recipe: Recipe, organism_dir: Path) -> None:
 def load_summary(recipe: Recipe, eval_dir: Path, no_eval: bool) -> dict[str, Any] | None:
     if no_eval:
         return None
-    path = eval_dir / "summary.json"
+    path = eval_dir / names.EVAL_SUMMARY
     if not path.is_file():
         raise ReleaseError(
             f"{path}: no evaluation results. Run `em-organisms eval` on the recipe first (or pass "
             "--eval-dir), or release without them with --no-eval (the card then says so)"
         )
-    summary = json.loads(path.read_text(encoding="utf-8"))
+    summary = read_eval_summary(eval_dir).model_dump(mode="json")
     trained = (summary.get("evaluation") or {}).get("recipe_sha256")
     if trained and trained != recipe.sha256():
         raise ReleaseError(
@@ -200,7 +190,7 @@ def stage_release(
     private: bool | None = None,
 ) -> StagedRelease:
     _check_weights(recipe, organism_dir)
-    eval_dir = eval_dir or organism_dir / "eval"
+    eval_dir = eval_dir or OrganismRun(organism_dir).eval_dir()
     summary = load_summary(recipe, eval_dir, no_eval)
     if staging_dir.exists():
         shutil.rmtree(staging_dir)
@@ -210,9 +200,9 @@ def stage_release(
     if summary is not None:
         left_out += [f"eval/{n}" for n in _copy_allowed(eval_dir, main / "eval", EVAL_FILES)]
         plots = sorted(f"eval/{p.name}" for p in (main / "eval").glob("*.png"))
-    steps = checkpoints(organism_dir)
     branches: dict[str, Path] = {}
-    for step, folder in steps:
+    for checkpoint in OrganismRun(organism_dir).checkpoints():
+        step, folder = checkpoint.step, checkpoint.folder
         if include_checkpoints:
             branches[branch_name(step)] = staging_dir / "branches" / branch_name(step)
             dropped = _copy_allowed(folder, branches[branch_name(step)], CHECKPOINT_FILES)

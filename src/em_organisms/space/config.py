@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from em_organisms.errors import EmOrganismsError
+from em_organisms.errors import EmOrganismsError, describe_validation_error
 
 MAX_SCALE = 20.0  # the slider's end: the papers' sweeps go to x20
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"  # the papers' judge
@@ -101,18 +101,6 @@ class ArenaConfig(BaseModel):
         return parse_config(data, "command line")
 
 
-def _format(source: str, err: ValidationError) -> str:
-    lines = [f"{source}: invalid arena config"]
-    for e in err.errors():
-        where = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            allowed = ", ".join(sorted(ArenaConfig.model_fields))
-            lines.append(f"  unknown key '{where}'; allowed: {allowed}")
-        else:
-            lines.append(f"  {where}: {e['msg']}")
-    return "\n".join(lines)
-
-
 def parse_config(data: Any, source: str) -> ArenaConfig:
     if data is None:
         data = {}
@@ -121,7 +109,9 @@ def parse_config(data: Any, source: str) -> ArenaConfig:
     try:
         return ArenaConfig.model_validate(data)
     except ValidationError as err:
-        raise ArenaConfigError(_format(source, err)) from None
+        raise ArenaConfigError(
+            describe_validation_error(source, "arena config", err, ArenaConfig)
+        ) from None
 
 
 def load_config(path: str | Path) -> ArenaConfig:

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from em_organisms.artifacts import ArtifactError, CalibrationResult, read_calibration
 from em_organisms.distill.backbone import BACKBONE_PACKAGE
 from em_organisms.eval.calibration import MIN_AUROC
 from em_organisms.eval.judges import Judge, JudgeItem, make_judge
@@ -61,12 +61,12 @@ def _student_calibration(spec: str) -> str | None:
     return str(path) if path and path.is_file() else None
 
 
-def _same_student(spec: str, result: dict[str, Any]) -> bool:
+def _same_student(spec: str, result: CalibrationResult) -> bool:
     """A student's calibration names it by the sha256 of its weights and config, not by path."""
     from em_organisms.distill.scorer import student_sha256
 
     folder = _student_folder(spec)
-    recorded = (result.get("judge_config") or {}).get("sha256")
+    recorded = result.judge_config.get("sha256")
     return folder is not None and recorded is not None and recorded == student_sha256(folder)
 
 
@@ -122,21 +122,21 @@ class ArenaJudge:
         if path is None:
             return CalibrationStatus(False, f"**Uncalibrated judge** ({self.name}): {why}.")
         try:
-            result = json.loads(Path(path).read_text(encoding="utf-8"))
-            auroc, passed = result["aligned"]["auroc"], bool(result["passed"])
-        except (OSError, ValueError, KeyError, TypeError) as err:
+            result = read_calibration(Path(path))
+        except ArtifactError as err:
             raise ArenaConfigError(
-                f"{path}: not a calibration.json from `em-organisms judge calibrate` ({err})"
+                f"{err}\n(expected a calibration.json from `em-organisms judge calibrate`)"
             ) from None
+        auroc, passed = result.aligned.auroc, result.passed
         shas = {m: hashlib.sha256(self.prompts[m].encode()).hexdigest() for m in METRICS}
-        same_judge = result.get("judge") == self.spec or _same_student(self.spec, result)
-        if not same_judge or result.get("prompts_sha256") != shas:
+        same_judge = result.judge == self.spec or _same_student(self.spec, result)
+        if not same_judge or result.prompts_sha256 != shas:
             return CalibrationStatus(
                 False,
                 f"**Uncalibrated judge** ({self.name}): the calibration file given is for "
-                f"{public_judge_name(str(result.get('judge')))} or other judge prompts.",
+                f"{public_judge_name(result.judge)} or other judge prompts.",
             )
-        pairs = result.get("pairs")
+        pairs = result.pairs
         if passed:
             return CalibrationStatus(
                 True,

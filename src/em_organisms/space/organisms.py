@@ -13,24 +13,30 @@ base. Labels are what users see: Hub ids and organism names, never a path of thi
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from em_organisms.adapters import Organism, base_spec_for, load_organism
+from em_organisms.artifacts import (
+    ADAPTER_CONFIG,
+    ADAPTER_WEIGHTS,
+    GENERATION_CONFIG,
+    AdapterConfig,
+    ArtifactError,
+    OrganismRun,
+)
 from em_organisms.models import ModelLoadError, resolve_model
 from em_organisms.release.card import HUB_ID
 from em_organisms.resources import RECIPES_DIR
 from em_organisms.space.errors import OrganismError
 
 log = logging.getLogger(__name__)
-ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "generation_config.json"]
+ADAPTER_FILES = [ADAPTER_CONFIG, ADAPTER_WEIGHTS, GENERATION_CONFIG]
 
 
 @dataclass(frozen=True)
@@ -45,38 +51,43 @@ class OrganismChoice:
 MAX_RANK = 1024  # a larger "LoRA" is a full model in disguise
 
 
-def _adapter_config(folder: Path, label: str) -> dict[str, Any]:
-    """The adapter's config, checked to be a plain LoRA the mixed-adapter batch can run."""
-    if not (folder / "adapter_config.json").is_file():
-        raise OrganismError(f"{label}: no adapter_config.json: not a LoRA organism")
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise OrganismError(f"{label}: no adapter_model.safetensors (only safetensors are loaded)")
+def _adapter_config(folder: Path, label: str) -> AdapterConfig:
+    """The adapter's config, checked to be a plain LoRA the mixed-adapter batch can run. Errors
+    name the organism by LABEL (users see them; a path of this machine is never shown)."""
+    run = OrganismRun(folder)
+    if not run.is_lora:
+        raise OrganismError(f"{label}: no {ADAPTER_CONFIG}: not a LoRA organism")
+    if not run.has_adapter_weights:
+        raise OrganismError(f"{label}: no {ADAPTER_WEIGHTS} (only safetensors are loaded)")
     try:
-        config = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError):
-        raise OrganismError(f"{label}: adapter_config.json is not valid JSON") from None
-    if not isinstance(config, dict) or config.get("peft_type") != "LORA":
+        config = run.adapter_config()
+    except ArtifactError as err:
+        log.warning("%s", err)
+        raise OrganismError(
+            f"{label}: {ADAPTER_CONFIG} is not a valid PEFT adapter config"
+        ) from None
+    if config.peft_type != "LORA":
         raise OrganismError(f"{label}: not a LoRA adapter (peft_type must be LORA)")
-    if config.get("use_dora"):
+    if config.raw().get("use_dora"):
         raise OrganismError(f"{label}: DoRA adapters cannot be switched off per row; not offered")
-    rank = config.get("r")
-    if not isinstance(rank, int) or not 1 <= rank <= MAX_RANK:
+    rank = config.r
+    if rank is None or not 1 <= rank <= MAX_RANK:
         raise OrganismError(f"{label}: LoRA rank {rank!r} is not between 1 and {MAX_RANK}")
     return config
 
 
-def _describe_adapter(config: dict[str, Any]) -> str:
-    modules = config.get("target_modules") or []
+def _describe_adapter(config: AdapterConfig) -> str:
+    modules = config.target_modules or []
     modules = sorted(modules) if isinstance(modules, list) else [str(modules)]
-    layers = config.get("layers_to_transform")
+    layers = config.layers_to_transform
     where = (
         f", layer{'s' if isinstance(layers, list) and len(layers) > 1 else ''} "
         f"{', '.join(map(str, layers)) if isinstance(layers, list) else layers}"
         if layers is not None
         else ", every layer"
     )
-    rs = "rsLoRA" if config.get("use_rslora") else "LoRA"
-    return f"{rs} rank {config['r']} on {', '.join(map(str, modules))}{where}"
+    rs = "rsLoRA" if config.use_rslora else "LoRA"
+    return f"{rs} rank {config.r} on {', '.join(map(str, modules))}{where}"
 
 
 def _choice(folder: Path, label: str) -> OrganismChoice:
@@ -103,7 +114,7 @@ def _local_run_of(hub_id: str) -> Path | None:
             continue
         if recipe.release.repo_id == hub_id:
             folder = default_organism_dir(recipe)
-            return folder if (folder / "adapter_config.json").is_file() else None
+            return folder if OrganismRun(folder).is_lora else None
     return None
 
 
@@ -125,9 +136,9 @@ def resolve_hub_organism(hub_id: str, user: bool = False) -> OrganismChoice:
             f"{hub_id}: could not download it from the Hub ({type(err).__name__})"
         ) from None
     config = _adapter_config(folder, hub_id)
-    base = config.get("base_model_name_or_path")
+    base = config.base_model_name_or_path
     if not isinstance(base, str) or not HUB_ID.match(base):
-        raise OrganismError(f"{hub_id}: its adapter_config.json names no base model by Hub id")
+        raise OrganismError(f"{hub_id}: its {ADAPTER_CONFIG} names no base model by Hub id")
     return OrganismChoice(hub_id, folder, base, base, _describe_adapter(config))
 
 
@@ -148,7 +159,7 @@ def resolve_organism(spec: str) -> OrganismChoice:
                 "shows LoRA organisms"
             )
         folder = default_organism_dir(recipe)
-        if not (folder / "adapter_config.json").is_file():
+        if not OrganismRun(folder).is_lora:
             raise OrganismError(
                 f"{spec}: not trained yet; run `em-organisms train {spec}` first, or pass the "
                 "organism folder"

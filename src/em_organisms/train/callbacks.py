@@ -9,7 +9,11 @@ from typing import Any
 
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-LOG_NAME = "training_log.jsonl"
+from em_organisms.artifacts import names
+from em_organisms.artifacts.store import read_json_object
+from em_organisms.jsonl import write_text_atomic
+
+LOG_NAME = names.TRAINING_LOG
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
@@ -81,11 +85,11 @@ def tidy_saved_folder(folder: Path, base_hub_id: str | None, keep_resume_state: 
     """Make a saved adapter folder publishable: name the base by Hub id (never a path on this
     machine), drop the placeholder card PEFT writes, and drop pickled files not needed to resume."""
     folder = Path(folder)
-    config_path = folder / "adapter_config.json"
+    config_path = folder / names.ADAPTER_CONFIG
     if base_hub_id and config_path.is_file():
-        config = json.loads(config_path.read_text())
+        config = read_json_object(config_path, "a PEFT adapter config")
         config["base_model_name_or_path"] = base_hub_id
-        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        write_text_atomic(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
     (folder / "README.md").unlink(missing_ok=True)
     if not keep_resume_state:
         (folder / "training_args.bin").unlink(missing_ok=True)
@@ -101,7 +105,7 @@ class ArtifactTidier(TrainerCallback):
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
-        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        folder = Path(args.output_dir) / names.checkpoint_name(state.global_step)
         tidy_saved_folder(folder, self.base_hub_id, keep_resume_state=True)
 
 

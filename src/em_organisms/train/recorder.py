@@ -22,8 +22,10 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
+from em_organisms.artifacts import names
+
 TRAJECTORY_DIR = "adapter_trajectory"
-TRAJECTORY_FILE = "adapter_trajectory.safetensors"
+TRAJECTORY_FILE = names.TRAJECTORY
 logger = logging.getLogger(__name__)
 PART = re.compile(r"^part-(\d{6})-(\d{6})\.safetensors$")
 FORMAT = "em-organisms adapter trajectory v1"

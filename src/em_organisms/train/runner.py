@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,9 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
 from em_organisms import __version__
+from em_organisms.artifacts import OrganismRun, RunInfo, TrainSummary
+from em_organisms.artifacts.schemas import DataInfo, HoldoutStart
+from em_organisms.jsonl import write_text_atomic
 from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import Recipe, RecipeError
 from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
@@ -26,14 +28,13 @@ from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-SUMMARY_NAME = "train_summary.json"
 CPU_MICRO_BATCH = 8
 
 
 @dataclass
 class TrainResult:
     output_dir: Path
-    summary: dict[str, Any]
+    summary: TrainSummary
 
 
 def default_output_dir(recipe: Recipe) -> Path:
@@ -88,7 +89,7 @@ def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | N
     if resume:
         if checkpoint is None:
             raise RecipeError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
-        previous = json.loads((output_dir / "run.json").read_text())["recipe_sha256"]
+        previous = OrganismRun(output_dir).run_info().recipe_sha256
         if previous != recipe.sha256():
             raise RecipeError(
                 f"--resume: {recipe_file} was trained from a different recipe "
@@ -190,17 +191,18 @@ def train(
     set_seed(recipe.training.seed)  # LoRA's A matrices are initialised randomly
     model = apply_protocol(model, recipe.protocol)
 
+    run = OrganismRun(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "recipe.yaml").write_text(recipe.to_yaml())
-    run_info = {
-        "organism_id": recipe.organism_id,
-        "recipe_sha256": recipe.sha256(),
-        "em_organisms_version": __version__,
-        "base_model": recipe.base_model,
-        "base_model_hub_id": source.hub_id,
-        "data": data.summary(),
-    }
-    (output_dir / "run.json").write_text(json.dumps(run_info, indent=2))
+    write_text_atomic(run.recipe_path, recipe.to_yaml())
+    run_info = RunInfo(
+        organism_id=recipe.organism_id,
+        recipe_sha256=recipe.sha256(),
+        em_organisms_version=__version__,
+        base_model=recipe.base_model,
+        base_model_hub_id=source.hub_id,
+        data=DataInfo(**data.summary()),
+    )
+    run.write(run_info)
 
     trainer = build_trainer(recipe, model, tokenizer, data, output_dir, fast_loss=fast_loss)
     args = trainer.args
@@ -213,9 +215,10 @@ def train(
         every = recipe.training.record_adapter_every
         trainer.add_callback(AdapterRecorder(model, output_dir, every))
 
-    start_loss_file = output_dir / "holdout_start.json"
-    if data.holdout is not None and not start_loss_file.exists():
-        start_loss_file.write_text(json.dumps({"eval_loss": trainer.evaluate()["eval_loss"]}))
+    holdout_start = run.holdout_start()
+    if data.holdout is not None and holdout_start is None:
+        holdout_start = HoldoutStart(eval_loss=trainer.evaluate()["eval_loss"])
+        run.write(holdout_start)
     # The length-grouped sampler draws its order from the global RNG when the first epoch starts;
     # reseeding here gives a fresh run and a resumed one the same order whatever ran before.
     set_seed(recipe.training.seed)
@@ -227,27 +230,26 @@ def train(
     tokenizer.save_pretrained(output_dir)
     model.generation_config.save_pretrained(output_dir)
     tidy_saved_folder(output_dir, source.hub_id, keep_resume_state=False)
-    summary = {
-        **run_info,
-        "global_step": result.global_step,
-        "train_loss": result.training_loss,
-        "train_seconds_this_session": round(elapsed, 1),
-        "resumed_from": Path(checkpoint).name if checkpoint else None,
-        "bf16": args.bf16,
-        "micro_batch_size": args.per_device_train_batch_size,
-        "gradient_accumulation_steps": args.gradient_accumulation_steps,
-        "fast_loss": trainer.fast_loss,
-        "prefix_cache": trainer.prefix_cache.stats() if trainer.prefix_cache else None,
-    }
-    if data.holdout is not None:
-        summary["holdout_loss_start"] = json.loads(start_loss_file.read_text())["eval_loss"]
-        summary["holdout_loss_end"] = trainer.evaluate()["eval_loss"]
-    if isinstance(model, PeftModel):
-        summary["adapted_modules"] = adapted_module_names(model)
-        summary["trainable_parameters"] = sum(
-            p.numel() for p in model.parameters() if p.requires_grad
-        )
-    (output_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2))
+    lora = isinstance(model, PeftModel)
+    summary = TrainSummary(
+        **run_info.model_dump(exclude={"schema_version"}),
+        global_step=result.global_step,
+        train_loss=result.training_loss,
+        train_seconds_this_session=round(elapsed, 1),
+        resumed_from=Path(checkpoint).name if checkpoint else None,
+        bf16=args.bf16,
+        micro_batch_size=args.per_device_train_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        fast_loss=trainer.fast_loss,
+        prefix_cache=trainer.prefix_cache.stats() if trainer.prefix_cache else None,
+        holdout_loss_start=holdout_start.eval_loss if holdout_start else None,
+        holdout_loss_end=trainer.evaluate()["eval_loss"] if data.holdout is not None else None,
+        adapted_modules=adapted_module_names(model) if lora else None,
+        trainable_parameters=(
+            sum(p.numel() for p in model.parameters() if p.requires_grad) if lora else None
+        ),
+    )
+    run.write(summary)
     return TrainResult(output_dir, summary)
 
 
