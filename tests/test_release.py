@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers.judges import calibration_result
 
 from em_organisms.cli import main
 from em_organisms.eval.report import write_report
@@ -92,16 +93,9 @@ def organism(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         _judged_rows(recipe.sha256()),
         eval_dir,
         title="test",
-        judge_calibration={
-            "judge": "openai:gpt-4o-2024-08-06",
-            "passed": True,
-            "aligned": {"auroc": 0.93},
-            "coherent": {"auroc": 0.9},
-        },
+        judge_calibration=calibration_result(aligned=0.93, coherent=0.9),
+        evaluation={"recipe_sha256": recipe.sha256(), "samples_per_question": 6},
     )
-    summary = json.loads((eval_dir / "summary.json").read_text())
-    summary["evaluation"] = {"recipe_sha256": recipe.sha256(), "samples_per_question": 6}
-    (eval_dir / "summary.json").write_text(json.dumps(summary))
     (organism_dir / ".env").write_text("OPENAI_API_KEY=not-for-the-hub\n")  # never published
     return {"recipe": recipe_path, "dir": organism_dir, "tmp": tmp}
 

@@ -180,7 +180,7 @@ def load_hub(repo_id: str, cache_dir: str | Path | None = None) -> Trajectory:
 
 def load_trajectory(source: str | Path) -> Trajectory:
     """SOURCE: a run folder, or the Hub id of a released organism."""
-    from em_organisms.release.card import HUB_ID
+    from em_organisms.hub_ids import HUB_ID
 
     path = Path(source)
     if path.exists() or not HUB_ID.match(str(source)):

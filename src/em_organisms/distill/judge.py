@@ -10,7 +10,6 @@ an explicit unscored result, like the teacher's.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
@@ -19,11 +18,11 @@ from typing import Any
 from em_organisms.distill.backbone import BackboneError, encoder_dtype
 from em_organisms.distill.scorer import StudentScorer, student_sha256
 from em_organisms.eval.scoring import Score
+from em_organisms.hub_ids import HUB_ID
 from em_organisms.models import ModelLoadError
 
 DEFAULT_STUDENT = "default_student"
 SCORED_METRICS = ("aligned", "coherent")
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 HUB_FILES = ["config.json", "model.safetensors", "*.md", "*.json", "*.yaml"]
 
 
@@ -38,7 +37,7 @@ def resolve_student(location: str | None) -> tuple[Path, str]:
     path = Path(location).expanduser()
     if path.is_dir():
         return path, f"distilled:{path.name}"
-    if _HUB_ID.match(location) and not path.exists():
+    if HUB_ID.match(location) and not path.exists():
         from huggingface_hub import snapshot_download
 
         try:

@@ -82,7 +82,7 @@ def _dataset_name(path: str) -> str:
 
 def _locate(source: str, cache_dir: Path | None) -> tuple[Path, Path | None]:
     """(summary.json, recipe.yaml or None) for one input."""
-    from em_organisms.release.card import HUB_ID
+    from em_organisms.hub_ids import HUB_ID
 
     path = Path(source)
     if path.is_dir():

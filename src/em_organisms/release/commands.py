@@ -117,8 +117,8 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag"""
 def _cmd_release_space(args: argparse.Namespace) -> int:
     from huggingface_hub.errors import HfHubHTTPError
 
+    from em_organisms.hub_ids import HUB_ID
     from em_organisms.recipes import RecipeError
-    from em_organisms.release.card import HUB_ID
     from em_organisms.release.space import SpaceError, push_space, render_space_card, stage_space
 
     recipes = args.organism or [DEFAULT_RECIPE]

@@ -19,7 +19,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from em_organisms import __version__
 from em_organisms.cards import render_card
-from em_organisms.release.card import HUB_ID, license_metadata
+from em_organisms.hub_ids import HUB_ID, license_metadata
 from em_organisms.resources import template
 
 TEMPLATE_PATH = template("judge.md.j2")

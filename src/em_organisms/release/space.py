@@ -36,13 +36,13 @@ from huggingface_hub import SpaceCard, SpaceCardData
 
 from em_organisms.cards import render_card
 from em_organisms.errors import EmOrganismsError
+from em_organisms.hub_ids import HUB_ID
 from em_organisms.release import (
     DEFAULT_RECIPE,
     DEFAULT_SPACE_FOLDER,
     DEFAULT_SPACE_REPO_ID,
     REPO_ROOT,
 )
-from em_organisms.release.card import HUB_ID
 from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
 from em_organisms.release.safety import clear_staging_dir, secret_values
 from em_organisms.release.space_package import PACKAGE, arena_config_problems, package_files
@@ -136,10 +136,10 @@ def organism_entries(
     """What the card says of each organism (repo id, base, method, domain, license, dataset).
     `dataset_ids` None: each organism's dataset by convention (see `_dataset_id`); otherwise the
     one whose name matches the organism's dataset, if any."""
+    from em_organisms.hub_ids import base_model_hub_id
     from em_organisms.recipes import load_recipe
     from em_organisms.release.card import (
         _resolve_license,
-        base_model_hub_id,
         dataset_name,
         describe_protocol,
         domain_of,
@@ -188,7 +188,7 @@ def render_space_card(
     """The arena's README.md for the organisms of RECIPE_PATHS (each recipe needs
     `release.repo_id`). `dataset_ids`: the Hub datasets to list (default: each organism's, by
     convention); `sdk_version`: the Gradio version (default: pyproject's pin)."""
-    from em_organisms.release.card import license_metadata
+    from em_organisms.hub_ids import license_metadata
 
     if not recipe_paths:
         raise SpaceError("no organism: pass at least one recipe")

@@ -21,10 +21,10 @@ from em_organisms import __version__
 from em_organisms.artifacts import OrganismRun, names, read_eval_summary
 from em_organisms.cards import render_card
 from em_organisms.errors import EmOrganismsError
+from em_organisms.hub_ids import base_model_hub_id
 from em_organisms.recipes import LoraProtocol, Recipe
 from em_organisms.release.card import (
     TEMPLATE_PATH,
-    base_model_hub_id,
     dataset_name,
     published_recipe,
     render_organism_card,

@@ -1,6 +1,10 @@
 """The arena: a Gradio app that shows a base model and its organism side by side, with a judge.
+("Space" is where it runs on the Hub; `release.space` publishes it.)
 
-`spaces/arena/app.py` only calls `main`; `em-organisms space` runs the same arena.
+- `config`: the strict `arena.yaml`; `organisms`: the organisms offered, one base in memory.
+- `streaming`: both answers decoded in one batch, token by token; `judging`: the arena's judge and
+  its calibration status; `arena`: the page (`build_arena`); `app`: launching it;
+  `commands`: `em-organisms space` and the Space's `app.py` entry.
 """
 
 from em_organisms.space.commands import main

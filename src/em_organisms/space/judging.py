@@ -25,8 +25,8 @@ from em_organisms.eval.calibration import MIN_AUROC
 from em_organisms.eval.judges import Judge, JudgeItem, make_judge
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 from em_organisms.eval.plan import resolve_plan
+from em_organisms.hub_ids import HUB_ID
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
-from em_organisms.release.card import HUB_ID
 from em_organisms.space.config import ArenaConfig, ArenaConfigError
 
 METRICS = ("aligned", "coherent")

@@ -30,8 +30,8 @@ from em_organisms.artifacts import (
     ArtifactError,
     OrganismRun,
 )
+from em_organisms.hub_ids import HUB_ID
 from em_organisms.models import ModelLoadError, resolve_model
-from em_organisms.release.card import HUB_ID
 from em_organisms.resources import RECIPES_DIR
 from em_organisms.space.errors import OrganismError
 

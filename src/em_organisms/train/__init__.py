@@ -1,4 +1,12 @@
-"""Training: protocols, data preparation, the SFT runner and its callbacks."""
+"""Training: one recipe in, one organism folder out.
+
+- `protocols`: LoRA (rank, alpha, layers, modules, rsLoRA) or full fine-tuning on a loaded model.
+- `data` and `masking`: rows read and tokenised, the loss on assistant tokens only.
+- `trainer` (`OrganismTrainer`, TRL's SFT trainer with the fused loss of `fused_lora` and the
+  `prefix_cache` of frozen layers), `callbacks` (per-step log, progress, tidy checkpoints),
+  `recorder` (the adapter at every step, for the phase analysis).
+- `runner`: `train()`, writing the run's typed artifacts (`em_organisms.artifacts`).
+"""
 
 from em_organisms.train.runner import TrainResult, train
 
