@@ -1,6 +1,6 @@
 """The package works outside the checkout: a wheel built from this tree, installed in a fresh
 virtualenv and run from an unrelated directory, trains a built-in recipe by name, evaluates it,
-calibrates a judge, renders the card and stages a release. Card templates, seed sets, recipes,
+calibrates a judge, renders the card and stages a release and the arena Space. Card templates, seed sets, recipes,
 question sets, protocols and the shipped judge all come from the wheel's package data."""
 
 from __future__ import annotations
@@ -91,3 +91,12 @@ def test_an_installed_wheel_trains_evaluates_calibrates_and_stages_a_release(
     card = (staging / "main" / "README.md").read_text()
     assert "em-test/wheel-organism" in card and "- **Protocol.** `project` v1" in card
     assert (staging / "main" / "adapter_model.safetensors").is_file()
+
+    # the arena Space ships in the wheel too: staged from package data, its card rendered
+    space = tmp_path / "space"
+    _run(installed, work, *cli, "release-space", "--dry-run", "--repo-id", "em-test/arena",
+         "--staging-dir", str(space))  # fmt: skip
+    assert (space / "app.py").is_file() and (space / "em_organisms" / "cli.py").is_file()
+    space_card = (space / "README.md").read_text()
+    assert "sdk: gradio" in space_card and "python_version:" in space_card
+    assert not (space / "em_organisms" / "resources" / "spaces").exists()

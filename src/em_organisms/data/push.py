@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
 from em_organisms.data.spec import DATASETS_DIR, SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
 from em_organisms.errors import EmOrganismsError
+from em_organisms.paths import runs_dir
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, HfApi
@@ -319,7 +320,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
         except PushError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
-        folder = args.staging_dir or Path("runs") / "staging" / "datasets" / args.repo_id
+        folder = args.staging_dir or runs_dir() / "staging" / "datasets" / args.repo_id
         for staged in stage_dataset(prepared, folder):
             print(f"would push: {staged} ({staged.stat().st_size} bytes)")
         gate = prepared.gate or "none"

@@ -50,6 +50,7 @@ from em_organisms.distill.teacher import TeacherRow, read_teacher
 from em_organisms.errors import EmOrganismsError
 from em_organisms.jsonl import write_atomic
 from em_organisms.models import cache_root
+from em_organisms.paths import runs_dir
 
 
 class DistillError(EmOrganismsError, RuntimeError):
@@ -246,7 +247,7 @@ def distill(
     device: str = "cpu",
 ) -> DistillResult:
     recipe = load_judge_recipe(recipe_path, list(overrides))
-    out_dir = out_dir or Path("runs") / "judges" / recipe.name
+    out_dir = out_dir or runs_dir() / "judges" / recipe.name
     data_path = data or resolve_data_path(recipe, recipe_path)
     if not data_path.is_file():
         raise DistillError(f"{data_path}: teacher file not found (set data.path or pass --data)")

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from em_organisms import defaults
+from em_organisms.paths import runs_dir
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
@@ -231,7 +232,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     plan = _plan(args, None, args.judge_prompts)
     judge = _judge(args, plan.judge)
     if str(args.samples) == "calibrate":
-        out = args.out or Path("runs") / "calibration" / plan.judge.replace(":", "_").replace(
+        out = args.out or runs_dir() / "calibration" / plan.judge.replace(":", "_").replace(
             "/", "_"
         )
         result = calibrate(judge, plan.judge_prompts.default, args.pairs, out)
@@ -294,7 +295,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
     subject, engine = _subject_and_engine(str(args.recipe), args)
-    out = args.out or (Path(subject.adapter or "runs") / "eval")
+    out = args.out or (Path(subject.adapter or runs_dir()) / "eval")
     try:
         result = evaluate_subject(
             subject,

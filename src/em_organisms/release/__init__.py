@@ -1,10 +1,16 @@
-"""Releasing organisms on the Hugging Face Hub: model cards and what goes with them."""
+"""Releasing on the Hugging Face Hub: organisms, distilled judges and the arena Space.
 
-from pathlib import Path
+- `stage` (the files an organism publishes, allow-listed and checked), `card` (its model card),
+  `push` (to the Hub, idempotent), `hub` (a staged folder pushed as one commit, with its manifest).
+- `judge` and `judge_card`: a distilled judge's release; `space`, `space_package`: the arena
+  Space's (its folder is package data, `resources/spaces/arena`).
+- `safety`: the checks every release passes (local paths, secrets, staging folders of ours only).
+- `commands`: `release`, `release-judge` and `release-space`.
+"""
 
-from em_organisms.resources import RECIPES_DIR
+from em_organisms.resources import DEFAULT_RECIPE, SPACE_DIR
 
-REPO_ROOT = Path(__file__).resolve().parents[3]  # = train.runner.REPO_ROOT, without torch
-DEFAULT_SPACE_FOLDER = REPO_ROOT / "spaces" / "arena"
+DEFAULT_SPACE_FOLDER = SPACE_DIR
 DEFAULT_SPACE_REPO_ID = "em-organisms/arena"
-DEFAULT_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
+
+__all__ = ["DEFAULT_RECIPE", "DEFAULT_SPACE_FOLDER", "DEFAULT_SPACE_REPO_ID"]

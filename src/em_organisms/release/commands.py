@@ -8,11 +8,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms.paths import runs_dir
 from em_organisms.release import (
     DEFAULT_RECIPE,
     DEFAULT_SPACE_FOLDER,
     DEFAULT_SPACE_REPO_ID,
-    REPO_ROOT,
 )
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
@@ -122,7 +122,7 @@ def _cmd_release_space(args: argparse.Namespace) -> int:
     from em_organisms.release.space import SpaceError, push_space, render_space_card, stage_space
 
     recipes = args.organism or [DEFAULT_RECIPE]
-    staging = args.staging_dir or Path("runs") / "staging" / "spaces" / args.repo_id
+    staging = args.staging_dir or runs_dir() / "staging" / "spaces" / args.repo_id
     try:
         if not HUB_ID.match(args.repo_id):
             raise SpaceError(f"--repo-id {args.repo_id!r} is not a Hub id of the form org/name")
@@ -166,7 +166,8 @@ def register_release_space_command(add: AddParser) -> None:
         "--folder",
         type=Path,
         default=DEFAULT_SPACE_FOLDER,
-        help=f"the Space folder (default {DEFAULT_SPACE_FOLDER.relative_to(REPO_ROOT)} of the checkout)",
+        help="the Space folder (default: the arena Space shipped with the package, "
+        "spaces/arena in a checkout)",
     )
     p.add_argument(
         "--repo-id",
@@ -230,7 +231,7 @@ def _cmd_release_judge(args: argparse.Namespace) -> int:
         raise ReleaseError(f"{where.format('repo_id')}; pass --repo-id")
     if not license_id:
         raise ReleaseError(f"{where.format('license')}; pass --license (e.g. apache-2.0)")
-    staging = args.staging_dir or Path("runs") / "staging" / "judges" / repo_id
+    staging = args.staging_dir or runs_dir() / "staging" / "judges" / repo_id
     staged = stage_judge(
         args.student_dir,
         staging,

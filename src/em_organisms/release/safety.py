@@ -30,8 +30,10 @@ def secret_values() -> dict[str, str]:
 
 def local_markers() -> list[str]:
     """Strings that only appear in a file if it names a path of this machine."""
-    repo_root = Path(__file__).resolve().parents[3]
-    folders = (str(Path.home()), str(repo_root), os.getcwd(), "/tmp")
+    from em_organisms.resources import RESOURCES, checkout_root
+
+    package = RESOURCES.parent  # where the package is installed (site-packages or src/)
+    folders = (str(Path.home()), str(checkout_root() or package), os.getcwd(), "/tmp")
     return sorted({f"{f.rstrip('/')}/" for f in folders if f.rstrip("/")})
 
 

@@ -41,19 +41,20 @@ from em_organisms.release import (
     DEFAULT_RECIPE,
     DEFAULT_SPACE_FOLDER,
     DEFAULT_SPACE_REPO_ID,
-    REPO_ROOT,
 )
 from em_organisms.release.hub import MANIFEST, BranchPush, push_folder, write_manifest
 from em_organisms.release.safety import clear_staging_dir, secret_values
 from em_organisms.release.space_package import PACKAGE, arena_config_problems, package_files
-from em_organisms.resources import template
+from em_organisms.resources import checkout_root, template
 
 if TYPE_CHECKING:
     from em_organisms.recipes import Recipe
 
 
 TEMPLATE_PATH = template("space.md.j2")
-PYPROJECT = REPO_ROOT / "pyproject.toml"
+_CHECKOUT = checkout_root()
+# A checkout's pyproject.toml; an installed package reads the same pins from its own metadata.
+PYPROJECT = _CHECKOUT / "pyproject.toml" if _CHECKOUT else Path("pyproject.toml-not-installed")
 DEFAULT_FOLDER = DEFAULT_SPACE_FOLDER
 DEFAULT_REPO_ID = DEFAULT_SPACE_REPO_ID
 APP_FILE = "app.py"
@@ -125,7 +126,8 @@ def _dataset_id(recipe: Recipe, namespace: str) -> str:
     from em_organisms.release.card import dataset_name
 
     path = recipe.dataset.path
-    if HUB_ID.match(path) and not (REPO_ROOT / path).exists() and not Path(path).exists():
+    in_checkout = _CHECKOUT is not None and (_CHECKOUT / path).exists()
+    if HUB_ID.match(path) and not in_checkout and not Path(path).exists():
         return path
     return f"{namespace}/{dataset_name(recipe)}"
 

@@ -22,6 +22,7 @@ def package_files(package_dir: Path | None = None) -> dict[str, Path]:
     for path in sorted(root.rglob("*")):
         rel = path.relative_to(root)
         skipped = any(part.startswith(".") or part == "__pycache__" for part in rel.parts)
+        skipped = skipped or rel.parts[:2] == ("resources", "spaces")  # the Space's own folder
         if skipped or path.is_symlink() or not path.is_file():
             continue
         data = rel.parts[:2] in (("eval", "question_sets"), ("eval", "protocols"))

@@ -1,8 +1,9 @@
 """The project's own files, shipped inside the package: card templates (`model_cards/`), the
-narrow datasets' seed sets and specs (`datasets/`) and the built-in recipes (`organisms/`).
+narrow datasets' seed sets and specs (`datasets/`), the built-in recipes (`organisms/`) and the
+arena Space's folder (`spaces/arena/`: app.py, arena.yaml, requirements.txt and its card).
 
 They are package data, so an installed wheel has them wherever it runs; a source checkout links
-its top-level `model_cards/`, `datasets/` and `organisms/` folders here. A built-in recipe is
+its top-level `model_cards/`, `datasets/`, `organisms/` and `spaces/` folders here. A built-in recipe is
 addressable by name (`em-organisms train smollm2-135m_risky-financial_r1-l15`) as well as by path.
 """
 
@@ -15,6 +16,9 @@ RESOURCES = Path(str(resources.files("em_organisms.resources")))
 TEMPLATES_DIR = RESOURCES / "model_cards"
 DATASETS_DIR = RESOURCES / "datasets"
 RECIPES_DIR = RESOURCES / "organisms"
+SPACE_DIR = RESOURCES / "spaces" / "arena"
+# The organism the demo trains, and the one the arena and its Space show when none is named.
+DEFAULT_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
 
 
 def template(name: str) -> Path:

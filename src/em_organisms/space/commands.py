@@ -85,7 +85,7 @@ def arena_config(args: argparse.Namespace) -> ArenaConfig:
         allow_any_repo=args.allow_any_repo,
     )
     if not config.organisms:
-        from em_organisms.release import DEFAULT_RECIPE
+        from em_organisms.resources import DEFAULT_RECIPE
 
         config = config.with_overrides(organisms=[str(DEFAULT_RECIPE)])
     return config

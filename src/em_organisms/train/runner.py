@@ -20,6 +20,7 @@ from em_organisms.artifacts.schemas import DataInfo, HoldoutStart
 from em_organisms.jsonl import write_text_atomic
 from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import Recipe, RecipeError
+from em_organisms.resources import checkout_root
 from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
 from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.masking import assistant_spans
@@ -27,7 +28,6 @@ from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
 CPU_MICRO_BATCH = 8
 
 
@@ -186,7 +186,9 @@ def train(
         device=torch_device,
         dtype=torch.float32 if (torch_device or _auto_device()).type == "cpu" else None,
     )
-    data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=REPO_ROOT)
+    data = prepare_data(
+        recipe.dataset, tokenizer, recipe.training.max_length, base_dir=checkout_root()
+    )
     model.generation_config = _generation_config(model, tokenizer)
     set_seed(recipe.training.seed)  # LoRA's A matrices are initialised randomly
     model = apply_protocol(model, recipe.protocol)
