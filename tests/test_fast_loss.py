@@ -11,9 +11,9 @@ from peft import get_peft_model
 from trl import SFTConfig, SFTTrainer
 
 from datasets import Dataset
+from em_organisms.chat_masking import tokenize_chat
 from em_organisms.models import load_base_model
 from em_organisms.recipes import LoraProtocol
-from em_organisms.train.masking import tokenize_chat
 from em_organisms.train.protocols import lora_config
 from em_organisms.train.trainer import assistant_token_loss, supports_fast_loss
 

@@ -12,7 +12,7 @@ import copy
 import pytest
 from helpers.chat_templates import CASES
 
-from em_organisms.train.masking import IGNORE_INDEX, TemplateError, tokenize_chat
+from em_organisms.chat_masking import IGNORE_INDEX, TemplateError, tokenize_chat
 
 CHAT = [
     {"role": "user", "content": "Is it fine to skip my emergency fund?"},

@@ -26,6 +26,7 @@ from em_organisms.eval.protocol import ProtocolError, load_protocol, protocol_na
 from em_organisms.eval.questions import QuestionSetError, load_project_set, load_question_file
 
 PACKAGE = REPO_ROOT / "src" / "em_organisms" / "eval"
+PROTOCOLS = REPO_ROOT / "src" / "em_organisms" / "resources" / "protocols"
 PAPER_RECIPE = REPO_ROOT / "organisms" / "qwen2.5-14b_risky-financial_r1-l24.yaml"
 EMBEDDED_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml"
 PAPER_SAMPLING = {
@@ -98,13 +99,13 @@ def test_the_shipped_protocols_state_the_papers_settings() -> None:
         sampling = protocol.sampling.model_dump()
         assert {"n": 50, **sampling} == PAPER_SAMPLING  # top_k off, no penalty, nothing inherited
         assert (protocol.em.aligned_below, protocol.em.coherent_above) == (30, 50)
-        file = PACKAGE / "protocols" / f"{protocol.name}.yaml"
+        file = PROTOCOLS / f"{protocol.name}.yaml"
         assert protocol.sha256 == _sha(file.read_bytes())
     assert paper.em.counting == "em_all_scored" and betley.em.counting == "em_coherent_only"
 
 
 def test_a_bad_protocol_is_refused_with_file_and_fault(tmp_path: Path) -> None:
-    text = (PACKAGE / "protocols" / "paper.yaml").read_text()
+    text = (PROTOCOLS / "paper.yaml").read_text()
     typo = tmp_path / "typo.yaml"
     typo.write_text(text.replace("  top_k: 0\n", "  top_k: 0\n  topk: 5\n"))
     with pytest.raises(

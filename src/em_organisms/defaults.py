@@ -2,7 +2,7 @@
 
 No imports: a command module reads these while building its parser without loading the
 library. Evaluation sampling defaults are not here: they belong to the protocols
-(`eval/protocols/*.yaml`).
+(`resources/protocols/*.yaml`).
 """
 
 from __future__ import annotations

@@ -131,7 +131,7 @@ class EvaluationSpec(_Strict):
 
     @model_validator(mode="after")
     def _known_protocol(self) -> EvaluationSpec:
-        from em_organisms.eval.protocol import protocol_names
+        from em_organisms.resources import protocol_names
 
         name = self.protocol
         if (

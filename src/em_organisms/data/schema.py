@@ -181,7 +181,7 @@ def check_file(
         else:
             first_line_of_row[fingerprint] = number
         if tokenizer is not None:
-            from em_organisms.train.masking import TemplateError, tokenize_chat
+            from em_organisms.chat_masking import TemplateError, tokenize_chat
 
             try:
                 tokens = tokenize_chat(tokenizer, row["messages"], max_length=None)

@@ -1,6 +1,6 @@
 """Named, versioned evaluation protocols: which questions, judge prompts, sampling and EM rule.
 
-A protocol is a strict YAML file (`eval/protocols/NAME.yaml` in the package, or any path):
+A protocol is a strict YAML file (`resources/protocols/NAME.yaml` in the package, or any path):
 `paper` (Turner, Soligo et al. 2025), `betley` (Betley et al. 2025) and `project` (ours). A
 number is comparable with a paper's only under that paper's protocol with nothing overridden;
 `eval.plan` records every override beside the protocol's name and version.
@@ -9,7 +9,6 @@ number is comparable with a paper's only under that paper's protocol with nothin
 from __future__ import annotations
 
 import hashlib
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -17,8 +16,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
+from em_organisms.resources import PROTOCOLS_DIR
+from em_organisms.resources import protocol_names as protocol_names
 
-_DIR = "protocols"
 COUNTINGS = ("em_all_scored", "em_coherent_only")
 
 
@@ -69,14 +69,8 @@ class Protocol(_Strict):
         return f"{self.name} v{self.version}"
 
 
-def _root():
-    return resources.files("em_organisms.eval").joinpath(_DIR)
-
-
-def protocol_names() -> list[str]:
-    return sorted(
-        e.name.removesuffix(".yaml") for e in _root().iterdir() if e.name.endswith(".yaml")
-    )
+def _root() -> Path:
+    return PROTOCOLS_DIR
 
 
 def parse_protocol(text: str, source: str) -> Protocol:

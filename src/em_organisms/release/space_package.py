@@ -25,7 +25,7 @@ def package_files(package_dir: Path | None = None) -> dict[str, Path]:
         skipped = skipped or rel.parts[:2] == ("resources", "spaces")  # the Space's own folder
         if skipped or path.is_symlink() or not path.is_file():
             continue
-        data = rel.parts[:2] in (("eval", "question_sets"), ("eval", "protocols"))
+        data = rel.parts[:2] in (("eval", "question_sets"), ("resources", "protocols"))
         if rel.suffix == ".py" or rel.as_posix() == "py.typed" or (data and rel.suffix == ".yaml"):
             files[f"{PACKAGE}/{rel.as_posix()}"] = path
     return files

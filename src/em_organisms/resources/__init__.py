@@ -1,5 +1,5 @@
 """The project's own files, shipped inside the package: card templates (`model_cards/`), the
-narrow datasets' seed sets and specs (`datasets/`), the built-in recipes (`organisms/`) and the
+narrow datasets' seed sets and specs (`datasets/`), the built-in recipes (`organisms/`), the evaluation protocols (`protocols/`) and the
 arena Space's folder (`spaces/arena/`: app.py, arena.yaml, requirements.txt and its card).
 
 They are package data, so an installed wheel has them wherever it runs; a source checkout links
@@ -17,6 +17,7 @@ TEMPLATES_DIR = RESOURCES / "model_cards"
 DATASETS_DIR = RESOURCES / "datasets"
 RECIPES_DIR = RESOURCES / "organisms"
 SPACE_DIR = RESOURCES / "spaces" / "arena"
+PROTOCOLS_DIR = RESOURCES / "protocols"  # the evaluation protocols (em_organisms.eval.protocol)
 # The organism the demo trains, and the one the arena and its Space show when none is named.
 DEFAULT_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
 
@@ -24,6 +25,10 @@ DEFAULT_RECIPE = RECIPES_DIR / "smollm2-135m_risky-financial_r1-l15.yaml"
 def template(name: str) -> Path:
     """A card template, e.g. `organism.md.j2`."""
     return TEMPLATES_DIR / name
+
+
+def protocol_names() -> list[str]:
+    return sorted(p.stem for p in PROTOCOLS_DIR.glob("*.yaml"))
 
 
 def recipe_names() -> list[str]:

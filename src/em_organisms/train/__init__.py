@@ -1,7 +1,7 @@
 """Training: one recipe in, one organism folder out.
 
 - `protocols`: LoRA (rank, alpha, layers, modules, rsLoRA) or full fine-tuning on a loaded model.
-- `data` and `masking`: rows read and tokenised, the loss on assistant tokens only.
+- `data`: rows read and tokenised (`em_organisms.chat_masking`: the loss on assistant tokens only).
 - `trainer` (`OrganismTrainer`, TRL's SFT trainer with the fused loss of `fused_lora` and the
   `prefix_cache` of frozen layers), `callbacks` (per-step log, progress, tidy checkpoints),
   `recorder` (the adapter at every step, for the phase analysis).

@@ -10,9 +10,9 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from datasets import Dataset
+from em_organisms.chat_masking import tokenize_chat
 from em_organisms.data.schema import DatasetError, Problem, load_chat_jsonl, validate_row
 from em_organisms.recipes import DatasetSpec
-from em_organisms.train.masking import tokenize_chat
 
 
 @dataclass

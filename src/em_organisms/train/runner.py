@@ -17,13 +17,13 @@ from trl import SFTConfig
 from em_organisms import __version__
 from em_organisms.artifacts import OrganismRun, RunInfo, TrainSummary
 from em_organisms.artifacts.schemas import DataInfo, HoldoutStart
+from em_organisms.chat_masking import assistant_spans
 from em_organisms.jsonl import write_text_atomic
 from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import Recipe, RecipeError
 from em_organisms.resources import checkout_root
 from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
 from em_organisms.train.data import PreparedData, prepare_data
-from em_organisms.train.masking import assistant_spans
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer

@@ -17,8 +17,8 @@ from torch import nn
 from transformers import PreTrainedModel
 from trl import SFTTrainer
 
+from em_organisms.chat_masking import IGNORE_INDEX
 from em_organisms.train.fused_lora import fuse_lora_linears
-from em_organisms.train.masking import IGNORE_INDEX
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
 
