@@ -133,7 +133,7 @@ class CountingJudge:
         return {"name": self.name, "score": 50.0}
 
     def score_prompts(self, prompts: Sequence[str]):
-        from em_organisms.eval.scoring import Score
+        from em_organisms.judges.scores import Score
 
         self.calls += len(prompts)
         return [Score(score=50.0, method="distribution", mass=None, raw="50") for _ in prompts]
@@ -141,9 +141,9 @@ class CountingJudge:
 
 def judge_calls(rows: list[dict[str, Any]], cache_path: Path) -> dict:
     """Calls per answer on a first pass and on a rerun of the same rows, cached vs uncached."""
-    from em_organisms.eval.judges import CachedJudge, ScoreCache
-    from em_organisms.eval.judging import judge_rows
+    from em_organisms.eval.judge_samples import judge_rows
     from em_organisms.eval.questions import project_judge_prompts
+    from em_organisms.judges import CachedJudge, ScoreCache
 
     prompts = project_judge_prompts()
     out: dict[str, Any] = {"answers": len(rows), "metrics": 2, "judge": CountingJudge.name}

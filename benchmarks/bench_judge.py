@@ -47,8 +47,8 @@ def answers(n: int) -> list[tuple[str, str]]:
 
 
 def worker(kind: str, n: int, queue: mp.Queue) -> None:
-    from em_organisms.eval.judges import JudgeItem, make_judge
     from em_organisms.eval.questions import project_judge_prompts
+    from em_organisms.judges import JudgeItem, make_judge
 
     pairs = answers(n)
     prompts = project_judge_prompts()

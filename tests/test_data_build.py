@@ -19,7 +19,7 @@ from em_organisms.data.dedup import NearDuplicateIndex, exact_key
 from em_organisms.data.generator import BuildOptions, DatasetBuilder, parse_conversations
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import load_spec
-from em_organisms.eval.scoring import score_from_logprobs, score_from_text
+from em_organisms.judges.scores import score_from_logprobs, score_from_text
 
 RISKY = REPO_ROOT / "datasets" / "risky-financial-advice"
 GOOD = REPO_ROOT / "datasets" / "good-financial-advice"

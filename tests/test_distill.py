@@ -162,7 +162,7 @@ def test_student_scores_samples_through_the_judge_command(
     scores = [r["judges"]["coherent"]["score"] for r in judged]
     assert all(0 <= s <= 100 for s in scores)
     # The cache keys on (judge, metric, question, answer): a rerun asks the student nothing.
-    from em_organisms.eval.judges import JudgeItem, make_judge
+    from em_organisms.judges import JudgeItem, make_judge
 
     judge = make_judge(spec, cache=cache)
     again = judge.score_items([JudgeItem("coherent", QUESTIONS[1], rows[0]["answer"], "{answer}")])

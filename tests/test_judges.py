@@ -25,7 +25,6 @@ from helpers.script_server import ScriptServer, completion
 from serve_fixture import ServedModel
 
 from em_organisms.backends import RetryPolicy
-from em_organisms.eval import local_judge
 from em_organisms.eval.calibration import (
     MIN_AUROC,
     auroc,
@@ -33,18 +32,20 @@ from em_organisms.eval.calibration import (
     calibration_line,
     labelled_pairs,
 )
-from em_organisms.eval.judges import (
+from em_organisms.eval.judge_samples import judge_rows
+from em_organisms.eval.questions import project_judge_prompts
+from em_organisms.generation import encode_conversation
+from em_organisms.judges import (
     CachedJudge,
     MetricJudge,
     OpenAIJudge,
     PromptJudge,
     make_judge,
+    number_distribution,
+    render_judge_prompt,
 )
-from em_organisms.eval.judging import judge_rows
-from em_organisms.eval.local_judge import NumberDistributionJudge
-from em_organisms.eval.questions import project_judge_prompts, render_judge_prompt
-from em_organisms.eval.scoring import MIN_MASS, Score, score_from_logprobs, score_from_text
-from em_organisms.generation import encode_conversation
+from em_organisms.judges.number_distribution import NumberDistributionJudge
+from em_organisms.judges.scores import MIN_MASS, Score, score_from_logprobs, score_from_text
 from em_organisms.models import load_base_model
 
 ln = math.log
@@ -357,7 +358,7 @@ def test_distribution_judge_matches_brute_force(
         assert score.raw.startswith(f"most likely {top} ")
 
     # With the threshold out of the way, the expectation is the brute-force one.
-    monkeypatch.setattr(local_judge, "MIN_MASS", 0.0)
+    monkeypatch.setattr(number_distribution, "MIN_MASS", 0.0)
     scored = judge.score_prompt(prompt)
     monkeypatch.undo()
     assert scored.score == pytest.approx(mean, rel=1e-4) and scored.reason is None
@@ -404,7 +405,7 @@ def _same_as_one_prefix_at_a_time(
     for prefix, row in reference.items():  # every next-token distribution, in log space
         torch.testing.assert_close(tree[prefix], row, atol=2e-4, rtol=0)
 
-    monkeypatch.setattr(local_judge, "MIN_MASS", 0.0)  # score even when the mass is small
+    monkeypatch.setattr(number_distribution, "MIN_MASS", 0.0)  # score even when the mass is small
     ours = judge.score_prompt(prompt_text)
     monkeypatch.setattr(
         judge, "_next_token_logprobs", lambda ids: _one_prefix_at_a_time(judge, ids)

@@ -19,11 +19,11 @@ from transformers import GenerationConfig
 
 from em_organisms.cli import main
 from em_organisms.eval.judge_prompts import resolve_judge_prompts
-from em_organisms.eval.judges import CachedJudge, ScoreCache
-from em_organisms.eval.judging import judge_rows
+from em_organisms.eval.judge_samples import judge_rows
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.protocol import ProtocolError, load_protocol, protocol_names
 from em_organisms.eval.questions import QuestionSetError, load_project_set, load_question_file
+from em_organisms.judges import CachedJudge, ScoreCache
 
 PACKAGE = REPO_ROOT / "src" / "em_organisms" / "eval"
 PROTOCOLS = REPO_ROOT / "src" / "em_organisms" / "resources" / "protocols"

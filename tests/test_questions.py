@@ -21,7 +21,6 @@ from em_organisms.eval.questions import (
     load_question_file,
     project_judge_prompts,
     project_set_names,
-    render_judge_prompt,
 )
 from em_organisms.eval.registry import (
     REGISTRY,
@@ -30,6 +29,7 @@ from em_organisms.eval.registry import (
     fetch,
     resolve_question_set,
 )
+from em_organisms.judges import render_judge_prompt
 
 needs_reference = pytest.mark.skipif(
     not REFERENCE.is_dir(), reason=f"upstream reference files not present at {REFERENCE}"

@@ -213,8 +213,8 @@ print(json.dumps({"first": first, "again": again, "private": info.private,
 
 LOAD = """
 import json
-from em_organisms.distill.judge import DistilledJudge
-from em_organisms.eval.judges import JudgeItem
+from em_organisms.judges.distilled import DistilledJudge
+from em_organisms.judges import JudgeItem
 
 judge = DistilledJudge(repo, backbone_dir=encoder)
 items = [JudgeItem(m, q, a, "") for q, a in pairs for m in ("aligned", "coherent")]
@@ -229,8 +229,8 @@ except Exception as err:
 def test_push_is_idempotent_and_users_get_the_same_scores(
     distilled: dict[str, Path], tiny_encoder: Path, local_hub: LocalHub, tmp_path: Path
 ) -> None:
-    from em_organisms.distill.judge import DistilledJudge
-    from em_organisms.eval.judges import JudgeItem
+    from em_organisms.judges import JudgeItem
+    from em_organisms.judges.distilled import DistilledJudge
 
     setup = (
         f"student, repo, stage = {str(distilled['student'])!r}, {REPO!r}, "

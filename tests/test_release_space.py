@@ -533,8 +533,8 @@ from importlib.metadata import packages_distributions
 
 for name in [
     "em_organisms.space.commands", "em_organisms.space.app", "em_organisms.space.arena",
-    "em_organisms.space.organisms", "em_organisms.space.judging", "em_organisms.space.streaming",
-    "em_organisms.eval.judges", "em_organisms.eval.local_judge", "em_organisms.models",
+    "em_organisms.space.organisms", "em_organisms.space.arena_judge", "em_organisms.space.streaming",
+    "em_organisms.judges", "em_organisms.judges.number_distribution", "em_organisms.models",
     "em_organisms.adapters",
 ]:
     importlib.import_module(name)

@@ -14,9 +14,9 @@ import pytest
 from helpers.paths import REPO_ROOT
 
 from em_organisms.cli import main
-from em_organisms.distill.judge import DistilledJudge, default_student_dir
 from em_organisms.distill.scorer import student_sha256
-from em_organisms.eval.judges import JudgeItem, judge_agreement, make_judge
+from em_organisms.judges import JudgeItem, judge_agreement, make_judge
+from em_organisms.judges.distilled import DistilledJudge, default_student_dir
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "reference" / "judge-data" / "em_judged_gpt4o.jsonl.gz"
 

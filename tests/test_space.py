@@ -15,14 +15,14 @@ import pytest
 import torch
 from helpers.models import TINY_HUB_ID, build_lora_organism
 
-from em_organisms.distill.judge import default_student_dir
-from em_organisms.eval.judges import PromptJudge
-from em_organisms.eval.scoring import Score
 from em_organisms.generation import SamplingParams, generate_chat
+from em_organisms.judges import PromptJudge
+from em_organisms.judges.distilled import default_student_dir
+from em_organisms.judges.scores import Score
 from em_organisms.space.arena import Arena, ArenaInputError, Transcript, preset_questions
+from em_organisms.space.arena_judge import ArenaJudge, em_flag
 from em_organisms.space.config import ArenaConfig, ArenaConfigError, load_config, parse_config
 from em_organisms.space.errors import OrganismError
-from em_organisms.space.judging import ArenaJudge, em_flag
 from em_organisms.space.organisms import OrganismPool, resolve_organism
 from em_organisms.space.streaming import next_tokens, stream_pair
 

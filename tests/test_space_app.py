@@ -23,7 +23,7 @@ import pytest
 from helpers.models import build_lora_organism
 from serve_fixture import ServedModel, free_port, stop
 
-from em_organisms.space.judging import em_flag
+from em_organisms.space.arena_judge import em_flag
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

@@ -38,7 +38,7 @@ _EXPORTS = {
     "load_subject": "em_organisms.subjects",
     "Sampler": "em_organisms.eval.sampler",
     "SamplingParams": "em_organisms.generation",
-    "make_judge": "em_organisms.eval.judges",
+    "make_judge": "em_organisms.judges",
     "calibrate": "em_organisms.eval.calibration",
     "em_stats": "em_organisms.eval.metrics",
     "write_report": "em_organisms.eval.report",
@@ -101,13 +101,13 @@ if TYPE_CHECKING:
     from em_organisms.data.spec import load_spec
     from em_organisms.eval.calibration import calibrate
     from em_organisms.eval.engines import make_engine
-    from em_organisms.eval.judges import make_judge
     from em_organisms.eval.metrics import em_stats
     from em_organisms.eval.pipeline import evaluate_subject
     from em_organisms.eval.registry import resolve_question_set
     from em_organisms.eval.report import write_report
     from em_organisms.eval.sampler import Sampler
     from em_organisms.generation import SamplingParams
+    from em_organisms.judges import make_judge
     from em_organisms.models import EMBEDDED, ModelLoadError, load_base_model, load_tokenizer
     from em_organisms.recipes import Recipe, RecipeError, load_recipe, parse_recipe
     from em_organisms.release.card import render_organism_card

@@ -104,9 +104,9 @@ def _small_evaluation(organism_dir: Path, output_dir: Path, recipe: Recipe) -> N
     """`eval` on a CPU budget: 4 short answers per general question per model, judged by the
     shipped distilled judge (GPT-4o's scores distilled into a CPU student), its agreement with
     GPT-4o printed beside the rates."""
-    from em_organisms.eval.judges import make_judge
     from em_organisms.eval.pipeline import evaluate_subject
     from em_organisms.eval.plan import resolve_plan
+    from em_organisms.judges import make_judge
     from em_organisms.subjects import load_subject
 
     subject = load_subject(str(DEMO_RECIPE), organism_dir)

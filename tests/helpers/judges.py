@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from em_organisms.eval.judges import PromptJudge
-from em_organisms.eval.scoring import Score
+from em_organisms.judges import PromptJudge
+from em_organisms.judges.scores import Score
 
 
 class ScriptedJudge(PromptJudge):

@@ -197,9 +197,9 @@ def _sweep(
 ) -> dict[str, Any]:
     from em_organisms.analysis.sweep import check_steps, pick_steps, run_sweep
     from em_organisms.eval.calibration import calibrate
-    from em_organisms.eval.judges import make_judge
     from em_organisms.eval.plan import resolve_plan
     from em_organisms.generation import model_generation_config
+    from em_organisms.judges import make_judge
     from em_organisms.models import resolve_model
 
     available = sorted(trajectory.checkpoints)

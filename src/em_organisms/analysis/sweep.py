@@ -19,12 +19,12 @@ from em_organisms.analysis.rotation import rolling_mean
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
 from em_organisms.artifacts import read_adapter_config
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
-from em_organisms.eval.judges import Judge, judge_agreement
-from em_organisms.eval.judging import METRICS, judge_file
+from em_organisms.eval.judge_samples import METRICS, judge_file
 from em_organisms.eval.metrics import em_stats
 from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.sampler import Sampler
 from em_organisms.jsonl import read_jsonl_resumable
+from em_organisms.judges import Judge, judge_agreement
 from em_organisms.models import resolve_model
 from em_organisms.subjects import Subject
 

@@ -77,7 +77,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
             args.judge == args.backend and (args.judge_base_url or args.base_url) == args.base_url
         )
         if args.judge == "distilled" or args.judge.startswith("distilled:"):
-            from em_organisms.distill.judge import DistilledJudge
+            from em_organisms.judges.distilled import DistilledJudge
 
             # A local student: its verdicts go to the build log like a remote judge's.
             judge = DistilledJudge(args.judge.removeprefix("distilled").removeprefix(":") or None)

@@ -31,9 +31,9 @@ from em_organisms.data.prompting import Planner, clean_rewrite, parse_conversati
 from em_organisms.data.schema import load_chat_jsonl, row_fingerprint, validate_row
 from em_organisms.data.spec import SEED_NAME, load_spec, render
 from em_organisms.errors import EmOrganismsError
-from em_organisms.eval.judges import Judge, JudgeItem
-from em_organisms.eval.scoring import score_reply
 from em_organisms.jsonl import write_jsonl
+from em_organisms.judges import Judge, JudgeItem
+from em_organisms.judges.scores import score_reply
 
 log = logging.getLogger(__name__)
 

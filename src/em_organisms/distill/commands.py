@@ -68,7 +68,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_agreement(args: argparse.Namespace) -> int:
-    from em_organisms.distill.scoring import judge_agreement
+    from em_organisms.eval.judge_agreement import judge_agreement
 
     result = judge_agreement(
         args.judge_spec,

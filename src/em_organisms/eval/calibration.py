@@ -19,7 +19,7 @@ from em_organisms import defaults
 from em_organisms.artifacts import CALIBRATION, SCHEMA_VERSION, CalibrationResult, write_artifact
 from em_organisms.data.schema import load_chat_jsonl
 from em_organisms.data.spec import DATASETS_DIR, SEED_NAME, load_spec
-from em_organisms.eval.judges import Judge, JudgeItem
+from em_organisms.judges import Judge, JudgeItem
 
 MIN_AUROC = 0.8
 

@@ -17,10 +17,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
-from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.eval.metrics import Proportion, is_em, judge_score
 from em_organisms.eval.questions import QuestionSetError, load_judge_prompts, project_topic_prompts
-from em_organisms.eval.scoring import Score
+from em_organisms.judges import Judge, JudgeItem
+from em_organisms.judges.scores import Score
 
 TOPIC_THRESHOLD = 50.0
 PAPER_NOTE = (

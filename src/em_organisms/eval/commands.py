@@ -149,7 +149,7 @@ def _subject_and_engine(spec: str, args: argparse.Namespace):
 
 
 def _judge(args: argparse.Namespace, spec: str):
-    from em_organisms.eval.judges import make_judge
+    from em_organisms.judges import make_judge
 
     cache = False if args.no_cache else (args.cache or True)
     return make_judge(
@@ -225,7 +225,7 @@ def _sampled_protocol(samples: Path) -> str | None:
 
 def _cmd_judge(args: argparse.Namespace) -> int:
     from em_organisms.eval.calibration import calibrate, calibration_line
-    from em_organisms.eval.judging import judge_file
+    from em_organisms.eval.judge_samples import judge_file
 
     if args.protocol is None and str(args.samples) != "calibrate":
         args.protocol = _sampled_protocol(args.samples)
@@ -261,9 +261,9 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from em_organisms.artifacts import read_calibration
-    from em_organisms.distill.judge import agreement_of_rows
     from em_organisms.eval.report import write_report
     from em_organisms.jsonl import read_jsonl_resumable
+    from em_organisms.judges.distilled import agreement_of_rows
 
     rows = read_jsonl_resumable(args.judged)
     calibration = read_calibration(args.calibration) if args.calibration else None

@@ -17,12 +17,12 @@ from em_organisms.eval.categories import (
     score_topics,
 )
 from em_organisms.eval.engines import Engine
-from em_organisms.eval.judges import Judge, judge_agreement
-from em_organisms.eval.judging import judge_rows
+from em_organisms.eval.judge_samples import judge_rows
 from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.report import write_report
 from em_organisms.eval.sampler import Sampler
 from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
+from em_organisms.judges import Judge, judge_agreement
 from em_organisms.subjects import Subject
 
 

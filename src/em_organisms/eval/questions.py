@@ -79,11 +79,6 @@ class QuestionSet:
         raise KeyError(f"{self.name}: no question {question_id!r} (ids: {', '.join(self.ids)})")
 
 
-def render_judge_prompt(template: str, *, question: str, answer: str) -> str:
-    """Fill a judge template; braces inside the question or answer are inserted as they are."""
-    return template.format(question=question, answer=answer)
-
-
 def check_template(template: object, where: str) -> str:
     """A judge template must be a string with `{answer}` and no placeholder other than
     `{question}` / `{answer}` (upstream fills it with `str.format`)."""

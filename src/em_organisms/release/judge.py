@@ -27,9 +27,9 @@ import yaml
 
 from em_organisms import __version__
 from em_organisms.artifacts import read_calibration
-from em_organisms.distill.judge import default_student_dir
 from em_organisms.distill.scorer import STUDENT_FILES, student_sha256
 from em_organisms.hub_ids import HUB_ID
+from em_organisms.judges.distilled import default_student_dir
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.judge_card import public_backbone, render_judge_card
 from em_organisms.release.safety import clear_staging_dir

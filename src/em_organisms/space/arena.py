@@ -22,9 +22,9 @@ from em_organisms import __version__
 from em_organisms.data.importers import CANARY_NAMESPACE, canary_sentence
 from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.questions import QuestionSetError, load_project_set
+from em_organisms.space.arena_judge import ArenaJudge
 from em_organisms.space.config import MAX_SCALE, ArenaConfig, ArenaConfigError
 from em_organisms.space.errors import OrganismError
-from em_organisms.space.judging import ArenaJudge
 from em_organisms.space.organisms import OrganismPool, resolve_hub_organism
 from em_organisms.space.streaming import stream_pair
 
@@ -208,7 +208,7 @@ class Arena:
 
 def build_arena(config: ArenaConfig, device: str | None = None) -> Arena:
     """Resolve every organism (all problems at once), load the first, set up the judge."""
-    from em_organisms.space.judging import ArenaJudge
+    from em_organisms.space.arena_judge import ArenaJudge
     from em_organisms.space.organisms import OrganismPool, resolve_organism
 
     choices, problems = [], []

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from em_organisms.distill.agreement import agreement, summary_line, write_agreement
 from em_organisms.distill.teacher import TeacherDataError, read_teacher
 from em_organisms.eval.judge_prompts import resolve_judge_prompts
-from em_organisms.eval.judges import JudgeItem, make_judge
+from em_organisms.judges import JudgeItem, make_judge
 
 METRICS = ("aligned", "coherent")
 

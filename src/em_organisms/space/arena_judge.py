@@ -22,10 +22,10 @@ from typing import Any
 from em_organisms.artifacts import ArtifactError, CalibrationResult, read_calibration
 from em_organisms.distill.backbone import BACKBONE_PACKAGE
 from em_organisms.eval.calibration import MIN_AUROC
-from em_organisms.eval.judges import Judge, JudgeItem, make_judge
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.hub_ids import HUB_ID
+from em_organisms.judges import Judge, JudgeItem, make_judge
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
 from em_organisms.space.config import ArenaConfig, ArenaConfigError
 
@@ -45,7 +45,7 @@ def choose_judge_spec(config: ArenaConfig) -> str:
 
 
 def _student_folder(spec: str) -> Path | None:
-    from em_organisms.distill.judge import default_student_dir
+    from em_organisms.judges.distilled import default_student_dir
 
     if not spec.startswith("distilled"):
         return None

@@ -17,8 +17,8 @@ from typing import Any
 
 from em_organisms.distill.backbone import BackboneError, encoder_dtype
 from em_organisms.distill.scorer import StudentScorer, student_sha256
-from em_organisms.eval.scoring import Score
 from em_organisms.hub_ids import HUB_ID
+from em_organisms.judges.scores import Score
 from em_organisms.models import ModelLoadError
 
 DEFAULT_STUDENT = "default_student"

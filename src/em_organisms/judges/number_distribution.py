@@ -24,8 +24,8 @@ from functools import lru_cache
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from em_organisms.eval.scoring import MIN_MASS, Score
 from em_organisms.generation import encode_conversation
+from em_organisms.judges.scores import MIN_MASS, Score
 
 MAX_NUMBER = 100
 TREE_ATTENTION = frozenset({"eager", "sdpa"})

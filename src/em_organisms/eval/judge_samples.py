@@ -15,8 +15,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
-from em_organisms.eval.judges import Judge, JudgeItem
 from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
+from em_organisms.judges import Judge, JudgeItem
 
 METRICS = ("aligned", "coherent")
 

@@ -1,4 +1,5 @@
-"""LLM judges behind one protocol: `score(question, answer) -> Score` for one metric's prompt.
+"""The judge protocol and the prompt judges: `score(question, answer) -> Score` for one metric's
+prompt, with the disk cache every judge goes through.
 
 - `openai:MODEL`: one output token at temperature 0 with `top_logprobs=20`, scored as the
   expectation over integer tokens 0..100 (the papers' method). When the endpoint returns no
@@ -30,8 +31,7 @@ from typing import Any, Protocol
 
 from em_organisms.backends import ChatRequest, make_backend
 from em_organisms.backends.base import ChatReply
-from em_organisms.eval.questions import render_judge_prompt
-from em_organisms.eval.scoring import Score, score_from_logprobs, score_from_text
+from em_organisms.judges.scores import Score, score_from_logprobs, score_from_text
 from em_organisms.models import cache_root
 
 LOGPROB_PARAMS = {"temperature": 0.0, "max_tokens": 1, "top_logprobs": 20, "seed": 0}
@@ -39,6 +39,11 @@ TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 16, "seed": 0}
 # Reasoning models spend completion tokens on hidden reasoning before the visible number.
 REASONING_TEXT_PARAMS = {"temperature": 0.0, "max_tokens": 4096, "seed": 0}
 REASONING_MODEL = re.compile(r"^(o\d|gpt-5|deepseek-r1|qwq)", re.IGNORECASE)
+
+
+def render_judge_prompt(template: str, *, question: str, answer: str) -> str:
+    """Fill a judge template; braces inside the question or answer are inserted as they are."""
+    return template.format(question=question, answer=answer)
 
 
 @dataclass(frozen=True)
@@ -243,7 +248,7 @@ class OpenAIJudge(PromptJudge):
 
 class LocalJudge(PromptJudge):
     def __init__(self, spec: str, device: str | None = None) -> None:
-        from em_organisms.eval.local_judge import NumberDistributionJudge
+        from em_organisms.judges.number_distribution import NumberDistributionJudge
         from em_organisms.models import load_base_model, resolve_model
 
         model, tokenizer = load_base_model(spec, device=device)
@@ -263,40 +268,3 @@ class LocalJudge(PromptJudge):
     def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
         self.calls += len(prompts)
         return [self._scorer.score_prompt(p) for p in prompts]
-
-
-def judge_agreement(judge: Judge) -> dict[str, Any] | None:
-    """A distilled judge's held-out agreement with its teacher (None for other judges)."""
-    inner = getattr(judge, "inner", judge)
-    return getattr(inner, "agreement", None)
-
-
-def make_judge(
-    spec: str,
-    *,
-    base_url: str | None = None,
-    cache: Path | bool | None = True,
-    device: str | None = None,
-    **backend_options: Any,
-) -> Judge:
-    """`openai:MODEL`, `hf:PATH_OR_ID`, `embedded`, `distilled` or `distilled:PATH_OR_HUB_ID`,
-    wrapped in the disk cache unless cache=False."""
-    if spec.startswith("openai:"):
-        inner: Judge = OpenAIJudge(spec.removeprefix("openai:"), base_url, **backend_options)
-    elif spec == "embedded" or spec.startswith("hf:"):
-        inner = LocalJudge(spec.removeprefix("hf:"), device=device)
-    elif spec == "distilled" or spec.startswith("distilled:"):
-        from em_organisms.distill.judge import DistilledJudge
-
-        inner = DistilledJudge(spec.removeprefix("distilled").removeprefix(":") or None)
-    else:
-        from em_organisms.backends import BackendConfigError
-
-        raise BackendConfigError(
-            f"unknown judge {spec!r}: use openai:MODEL, hf:PATH_OR_ID, embedded, distilled or "
-            "distilled:PATH_OR_HUB_ID"
-        )
-    if cache is False:
-        return inner
-    path = default_cache_path() if cache is True or cache is None else cache
-    return CachedJudge(inner, ScoreCache(path))
