@@ -11,12 +11,12 @@ from pathlib import Path
 
 from em_organisms.analysis.commands import PHASE_EXAMPLES, register_phase_command
 from em_organisms.data.commands import register_data_commands
-from em_organisms.distill.commands import (
+from em_organisms.distill.commands import DISTILL_EXAMPLES, register_distill_commands
+from em_organisms.eval.commands import (
     AGREEMENT_EXAMPLES,
-    DISTILL_EXAMPLES,
-    register_distill_commands,
+    register_eval_commands,
+    register_judge_agreement_command,
 )
-from em_organisms.eval.commands import register_eval_commands
 from em_organisms.release.commands import (
     RELEASE_JUDGE_EXAMPLES,
     RELEASE_SPACE_EXAMPLES,
@@ -163,8 +163,9 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from em_organisms.demo import run_demo
+    from em_organisms.paths import runs_dir
 
-    return run_demo(Path(args.output_dir), max_steps=args.max_steps)
+    return run_demo(args.output_dir or runs_dir() / "demo", max_steps=args.max_steps)
 
 
 def _seed_list(text: str) -> list[int]:
@@ -237,13 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("demo", "Run the whole pipeline on the embedded SmolLM2 model (CPU, minutes).")
     p.add_argument(
-        "--output-dir", default="runs/demo", help="where the demo writes (default runs/demo)"
+        "--output-dir", type=Path, help="where the demo writes (default RUNS_DIR/demo: runs/demo)"
     )
     p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
     p.set_defaults(func=_cmd_demo, reexec=True)
 
     register_eval_commands(add)
     register_distill_commands(add)
+    register_judge_agreement_command(add)
     register_release_command(add)
     register_release_space_command(add)
     register_release_judge_command(add)

@@ -330,6 +330,34 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+AGREEMENT_EXAMPLES = """examples:
+  em-organisms judge agreement --judge distilled --reference gpt4o-judged.jsonl \\
+      --group-by organism --out runs/agreement
+  em-organisms judge agreement --judge embedded --reference teacher.jsonl.gz --group-by condition \\
+      --max-rows 2000 --out runs/agreement-embedded
+
+The reference holds teacher scores: the judge-data schema (question, answer, aligned, coherent)
+or the output of `em-organisms judge` (a GPT-4o run of your own)."""
+
+
+def _cmd_agreement(args: argparse.Namespace) -> int:
+    from em_organisms.eval.judge_agreement import judge_agreement
+
+    result = judge_agreement(
+        args.judge_spec,
+        args.reference,
+        args.out,
+        group_by=args.group_by,
+        max_rows=args.max_rows,
+        judge_prompts=args.judge_prompts,
+        base_url=args.base_url,
+        cache=False if args.no_cache else (args.cache or True),
+    )
+    print(result["summary_line"])
+    print(f"details: {args.out / 'agreement.json'}, {args.out / 'agreement.png'}")
+    return 0
+
+
 def register_eval_commands(add: AddParser) -> None:
     p = add("sample", "Sample answers to question sets from a model, or a base and its organism.")
     p.add_argument("model", help="recipe YAML, organism folder, Hub id, local folder or embedded")
@@ -423,3 +451,26 @@ def register_eval_commands(add: AddParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="folder for compare.md/.json and plots")
     p.set_defaults(func=_cmd_compare)
+
+
+def register_judge_agreement_command(add: AddParser) -> None:
+    p = add("judge-agreement", "How well a judge agrees with a teacher's scores (AUROC, EM rates).")
+    p.prog = "em-organisms judge agreement"
+    p.add_argument("--judge", dest="judge_spec", required=True, help="judge spec (distilled, ...)")
+    p.add_argument("--reference", type=Path, required=True, help="teacher-scored JSONL(.gz)")
+    p.add_argument("--group-by", help="field to compare EM rates over, e.g. condition, organism")
+    p.add_argument("--out", type=Path, required=True, help="folder for agreement.json and plots")
+    p.add_argument("--max-rows", type=int, help="score only the first N rows")
+    p.add_argument(
+        "--judge-prompts",
+        "--prompts",
+        dest="judge_prompts",
+        default="project",
+        metavar="SPEC",
+        help="judge prompts of a prompt judge: project (default), a registry name "
+        "(model-organisms/judges, the teacher's) or a YAML path",
+    )
+    p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
+    p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
+    p.set_defaults(func=_cmd_agreement)
