@@ -22,7 +22,10 @@ def test_the_demo_runs_every_stage(tmp_path: Path, capsys: pytest.CaptureFixture
     summary = json.loads((out / "eval" / "summary.json").read_text())
     assert summary["evaluation"]["protocol"] == "project" and "shares" in summary["categories"]
     assert set(summary["models"]) == {"base", "organism"}
-    assert "- **Protocol.** `project` v1" in (out / "release" / "main" / "README.md").read_text()
+    card = (out / "release" / "main" / "README.md").read_text()
+    assert "- **Protocol.** `project` v1" in card
+    # the demo's distilled judge failed calibration: the card says so beside every number
+    assert summary["uncalibrated_judge"] is True and "The judge is not calibrated" in card
     phase = json.loads((out / "phase" / "phase.json").read_text())
     assert phase["ks"] == [5, 10, 15] and phase["sweep"]["cells"]
     (row,) = json.loads((out / "compare" / "compare.json").read_text())["organisms"]

@@ -386,20 +386,6 @@ def test_summary_without_per_question_set_gives_one_group(demo_recipe: Recipe) -
     assert split[0][1]["organism"] == summary["models"]["organism"]["overall"]
 
 
-def test_demo_summary_renders(demo_recipe: Recipe) -> None:
-    """The summary.json that `make demo` writes (uncalibrated embedded judge, nothing scored)."""
-    import json
-
-    path = ROOT / "runs" / "demo" / "eval" / "summary.json"
-    if not path.is_file():
-        pytest.skip("no demo run here")
-    summary = json.loads(path.read_text())
-    if summary.get("evaluation", {}).get("recipe_sha256") != demo_recipe.sha256():
-        pytest.skip("the demo run was made from another version of the recipe")
-    card = render(demo_recipe, summary)
-    assert "The judge is not calibrated" in card.text
-
-
 def test_scaled_adapter_is_named_in_the_metrics(demo_recipe: Recipe) -> None:
     summary = make_summary(demo_recipe)
     summary["adapter_scales"] = [5.0]
