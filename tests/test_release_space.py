@@ -22,19 +22,19 @@ from huggingface_hub import SpaceCard, metadata_load
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
 
-from em_organisms.release import space as space_module
+from em_organisms.release import space_push as space_push_module
 from em_organisms.release.commands import register_release_space_command
 from em_organisms.release.hub import MANIFEST
-from em_organisms.release.space import (
+from em_organisms.release.space_card import (
     DEFAULT_RECIPE,
     MAX_SHORT_DESCRIPTION,
     SpaceError,
     gradio_sdk_version,
     render_space_card,
-    stage_space,
     validate_space_folder,
 )
 from em_organisms.release.space_package import package_files
+from em_organisms.release.space_stage import stage_space
 
 from hub_server.fixture import LocalHub
 
@@ -446,7 +446,7 @@ def test_dry_run_lists_what_would_be_pushed(
     def no_push(*_: Any, **__: Any) -> None:
         raise AssertionError("a dry run must not push")
 
-    monkeypatch.setattr(space_module, "push_space", no_push)
+    monkeypatch.setattr(space_push_module, "push_space", no_push)
     assert args.func(args) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"staged {source} in {staging} for space em-organisms/arena (private):"

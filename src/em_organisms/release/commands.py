@@ -119,7 +119,9 @@ def _cmd_release_space(args: argparse.Namespace) -> int:
 
     from em_organisms.hub_ids import HUB_ID
     from em_organisms.recipes import RecipeError
-    from em_organisms.release.space import SpaceError, push_space, render_space_card, stage_space
+    from em_organisms.release.space_card import SpaceError, render_space_card
+    from em_organisms.release.space_push import push_space
+    from em_organisms.release.space_stage import stage_space
 
     recipes = args.organism or [DEFAULT_RECIPE]
     staging = args.staging_dir or runs_dir() / "staging" / "spaces" / args.repo_id

@@ -1,5 +1,5 @@
 """The arena: a Gradio app that shows a base model and its organism side by side, with a judge.
-("Space" is where it runs on the Hub; `release.space` publishes it.)
+("Space" is where it runs on the Hub; `release.space_card`, `space_stage` and `space_push` publish it.)
 
 - `config`: the strict `arena.yaml`; `organisms`: the organisms offered, one base in memory.
 - `streaming`: both answers decoded in one batch, token by token; `judging`: the arena's judge and
