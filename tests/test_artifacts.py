@@ -15,7 +15,9 @@ from em_organisms.artifacts import (
     ArtifactError,
     OrganismRun,
     RunInfo,
+    StudentAgreement,
     TrainSummary,
+    read_artifact,
     read_calibration,
 )
 
@@ -111,9 +113,12 @@ def test_checkpoints_are_real_folders_in_step_order(tmp_path: Path) -> None:
     assert [c.step for c in run.adapter_checkpoints()] == [5]
 
 
-def test_the_shipped_judge_calibration_is_a_current_artifact() -> None:
-    shipped = read_calibration(PACKAGE / "distill" / "default_student")
+def test_the_shipped_judge_files_are_current_artifacts() -> None:
+    student = PACKAGE / "distill" / "default_student"
+    shipped = read_calibration(student)
     assert shipped.judge == "distilled" and shipped.pairs > 0
+    agreement = read_artifact(student / "agreement.json", StudentAgreement)
+    assert agreement.heldout["student"]["n"] > 0 and "path" not in agreement.data
 
 
 def test_json_artifacts_are_opened_only_by_the_artifacts_package() -> None:

@@ -3,7 +3,7 @@ only here.
 
 - `names`: the file and folder names of a run (`run.json`, `checkpoint-N/`, PEFT's files).
 - `schemas`: the models (`RunInfo`, `TrainSummary`, `EvalSummary`, `CalibrationResult`,
-  `ReleaseManifest`, `JudgeRunInfo`, and a read-only view of PEFT's `AdapterConfig`), each with a
+  `ReleaseManifest`, `JudgeRunInfo`, `StudentAgreement`, and a read-only view of PEFT's `AdapterConfig`), each with a
   `schema_version`.
 - `store`: `read_artifact` / `write_artifact` (atomic); an old or foreign file is refused with an
   error naming the file and the field.
@@ -36,6 +36,7 @@ from em_organisms.artifacts.schemas import (
     JudgeRunInfo,
     ReleaseManifest,
     RunInfo,
+    StudentAgreement,
     TrainSummary,
 )
 from em_organisms.artifacts.store import (
@@ -65,6 +66,7 @@ __all__ = [
     "OrganismRun",
     "ReleaseManifest",
     "RunInfo",
+    "StudentAgreement",
     "TrainSummary",
     "checkpoint_step",
     "read_adapter_config",

@@ -13,6 +13,7 @@ TRAJECTORY = "adapter_trajectory.safetensors"
 EVAL_DIR = "eval"
 EVAL_SUMMARY = "summary.json"
 CALIBRATION = "calibration.json"
+STUDENT_AGREEMENT = "agreement.json"  # a distilled student's agreement with its teacher
 MANIFEST = "em_organisms_release.json"
 
 # PEFT's and transformers' files

@@ -158,6 +158,27 @@ class JudgeRunInfo(Artifact):
     finished: bool
 
 
+class StudentAgreement(Artifact):
+    """`agreement.json` of a distilled student (also its run's `summary.json`, where `data`
+    keeps the teacher file's path): how the student agrees with its teacher on held-out answers."""
+
+    FILE: ClassVar[str] = names.STUDENT_AGREEMENT
+
+    name: str
+    recipe_sha256: str
+    data: dict[str, Any]
+    backbone: dict[str, Any]
+    split: dict[str, Any]
+    head_losses: list[float]
+    heldout: dict[str, Any]
+    condition_split: dict[str, Any]
+    handlabelled: dict[str, Any]
+    em_rate_method: str
+    timings_s: dict[str, float]
+    student_sha256: str
+    speed: dict[str, str] | None = None
+
+
 class AdapterConfig(BaseModel):
     """The fields of PEFT's adapter_config.json this package reads; the rest is PEFT's."""
 

@@ -20,7 +20,14 @@ import numpy as np
 import torch
 import yaml
 
-from em_organisms.artifacts import JudgeRun, JudgeRunInfo
+from em_organisms.artifacts import (
+    SCHEMA_VERSION,
+    JudgeRun,
+    JudgeRunInfo,
+    StudentAgreement,
+    write_artifact,
+)
+from em_organisms.artifacts.names import STUDENT_AGREEMENT
 from em_organisms.artifacts.store import write_json_atomic
 from em_organisms.distill.agreement import agreement, auroc, write_agreement
 from em_organisms.distill.backbone import (
@@ -389,6 +396,7 @@ def distill(
         for a, c, u in zip(hl_scores.aligned, hl_scores.coherent, hl_scores.unscored, strict=True)
     ]
     summary = {
+        "schema_version": SCHEMA_VERSION,
         "name": recipe.name,
         "recipe_sha256": recipe.sha256(),
         "data": {"path": str(data_path), "sha256": data_sha, "rows": len(rows)},
@@ -408,7 +416,9 @@ def distill(
     }
     # the student travels (package, Hub): its copy names the data by sha256, not by local path
     shipped = {k: v for k, v in summary["data"].items() if k != "path"}
-    write_json_atomic(student_dir / "agreement.json", {**summary, "data": shipped})
-    write_json_atomic(out_dir / "summary.json", summary)
+    write_artifact(
+        student_dir / STUDENT_AGREEMENT, StudentAgreement(**{**summary, "data": shipped})
+    )
+    write_artifact(out_dir / "summary.json", StudentAgreement(**summary))
     run.write_info(JudgeRunInfo(recipe_sha256=recipe.sha256(), data_sha256=data_sha, finished=True))
     return DistillResult(out_dir, student_dir, summary)

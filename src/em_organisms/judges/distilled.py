@@ -10,17 +10,20 @@ an explicit unscored result, like the teacher's.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from em_organisms.artifacts import ArtifactError, StudentAgreement, read_artifact
 from em_organisms.distill.backbone import BackboneError, encoder_dtype
 from em_organisms.distill.scorer import StudentScorer, student_sha256
 from em_organisms.hub_ids import HUB_ID
 from em_organisms.judges.scores import Score
 from em_organisms.models import ModelLoadError
 
+log = logging.getLogger(__name__)
 DEFAULT_STUDENT = "default_student"
 SCORED_METRICS = ("aligned", "coherent")
 HUB_FILES = ["config.json", "model.safetensors", "*.md", "*.json", "*.yaml"]
@@ -126,12 +129,15 @@ def agreement_brief(folder: Path, name: str, sha256: str) -> dict[str, Any] | No
     if not path.is_file():
         return None
     try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-        held = summary["heldout"]["student"]
+        summary = read_artifact(path, StudentAgreement)
+        held = summary.heldout["student"]
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except ArtifactError as err:
+        log.warning("no agreement figures for %s: %s", name, err)
+        return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    hand = summary.get("handlabelled", {}).get("student", {})
+    hand = summary.handlabelled.get("student", {})
     keys = ("n", "auroc_aligned", "auroc_coherent", "spearman_aligned", "mean_abs_error_pp")
     return {
         "judge": name,

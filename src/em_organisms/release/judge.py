@@ -26,7 +26,12 @@ from typing import Any
 import yaml
 
 from em_organisms import __version__
-from em_organisms.artifacts import read_calibration
+from em_organisms.artifacts import (
+    StudentAgreement,
+    read_artifact,
+    read_calibration,
+    write_artifact,
+)
 from em_organisms.distill.scorer import STUDENT_FILES, student_sha256
 from em_organisms.hub_ids import HUB_ID
 from em_organisms.judges.distilled import default_student_dir
@@ -115,7 +120,7 @@ def stage_judge(
     files, left_out = _student_files(student)
     config_bytes = files["config.json"].read_bytes()
     config = json.loads(config_bytes)
-    summary = json.loads(files["agreement.json"].read_text(encoding="utf-8"))
+    summary = read_artifact(files["agreement.json"], StudentAgreement).model_dump(mode="json")
     if config.get("model_type") != STUDENT_MODEL_TYPE:
         raise ReleaseError(f"{files['config.json']}: not a distilled judge's config")
     recipe = load_judge_recipe(files["judge_recipe.yaml"])
@@ -154,7 +159,7 @@ def stage_judge(
     main = Path(staging_dir) / "main"
     main.mkdir()
     (main / "config.json").write_bytes(config_bytes)
-    (main / "agreement.json").write_text(json.dumps(clean, indent=2) + "\n", encoding="utf-8")
+    write_artifact(main / "agreement.json", StudentAgreement.model_validate(clean))
     (main / "judge_recipe.yaml").write_text(
         _recipe_text(files["judge_recipe.yaml"], recipe.model_dump()), encoding="utf-8"
     )
