@@ -14,4 +14,6 @@ API_KEY_ENV = "OPENAI_API_KEY"  # where an OpenAI-compatible client reads its ke
 MAX_CONCURRENCY = 8  # requests in flight to an HTTP backend or judge
 PHASE_SCALES = (1.0, 5.0, 10.0, 20.0)  # adapter scales of the behavioural sweep (the paper's)
 PHASE_KS = (5, 10, 15)  # local-cosine offsets in steps (the paper's)
+ENGINES = ("transformers", "vllm")  # what samples: transformers in this process, or vLLM
+ENGINE = ENGINES[0]
 PHASE_THRESHOLD = -0.5  # local cosine above which, at every k, a peak is a turn

@@ -43,7 +43,7 @@ def _plan(args: argparse.Namespace, spec: str | None, judge_prompts: str | None 
         args.protocol,
         recipe=recipe.plan_settings() if recipe else None,
         command_line=command_line,
-        engine=getattr(args, "engine", "transformers"),
+        engine=getattr(args, "engine", None) or defaults.ENGINE,
         judge=getattr(args, "judge", None),
         model_generation_config=(
             (lambda: model_generation_config(base_model_location(spec))) if spec else None
@@ -117,8 +117,7 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument(
         "--engine",
-        choices=("transformers", "vllm"),
-        default="transformers",
+        choices=defaults.ENGINES,
         help="what generates: transformers in this process (default) or vLLM (GPU; LoRA served "
         "by vLLM, needs the gpu extra)",
     )
@@ -145,7 +144,7 @@ def _subject_and_engine(spec: str, args: argparse.Namespace):
     if args.vllm_option:
         raise EngineError("--vllm-option needs --engine vllm")
     subject = load_subject(spec, args.organism_dir, args.device)
-    return subject, make_engine("transformers", subject)
+    return subject, make_engine(defaults.ENGINE, subject)
 
 
 def _judge(args: argparse.Namespace, spec: str):

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
+from em_organisms import defaults
 from em_organisms.errors import EmOrganismsError
 from em_organisms.generation import Generated, SamplingParams
 
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
 
     from em_organisms.subjects import Subject
 
-ENGINES = ("transformers", "vllm")
+ENGINES = defaults.ENGINES
 
 
 class EngineError(EmOrganismsError, RuntimeError):

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from em_organisms import defaults
 from em_organisms.eval.categories import TOPIC_THRESHOLD, resolve_topic_prompts
 from em_organisms.eval.judge_prompts import JudgePrompts, resolve_judge_prompts
 from em_organisms.eval.protocol import Protocol, ProtocolError, load_protocol
@@ -103,7 +104,7 @@ def resolve_plan(
     *,
     recipe: Mapping[str, Any] | None = None,
     command_line: Mapping[str, Any] | None = None,
-    engine: str = "transformers",
+    engine: str = defaults.ENGINE,
     judge: str | None = None,
     model_generation_config: Callable[[], Any] | None = None,
     note: str = "",
