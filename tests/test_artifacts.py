@@ -131,3 +131,20 @@ def test_json_artifacts_are_opened_only_by_the_artifacts_package() -> None:
         text = path.read_text(encoding="utf-8")
         offenders += [f"{path.relative_to(PACKAGE)}: {n}" for n in names if f'"{n}"' in text]
     assert offenders == []
+
+
+def test_a_model_folder_names_its_hub_id_or_gets_a_clear_error(tmp_path: Path) -> None:
+    from em_organisms.models import ModelLoadError, resolve_model
+
+    (tmp_path / "em_organisms_source.json").write_text(json.dumps({"hub_id": "org/model", "x": 1}))
+    assert (
+        resolve_model(str(tmp_path)).hub_id == "org/model"
+    )  # a hand-written file: extra keys kept
+    (tmp_path / "em_organisms_source.json").write_text(json.dumps({"hub_id": ["org/model"]}))
+    with pytest.raises(
+        ModelLoadError, match=r"em_organisms_source\.json: invalid model origin\n  hub_id: "
+    ):
+        resolve_model(str(tmp_path))
+    (tmp_path / "em_organisms_source.json").write_text("org/model")
+    with pytest.raises(ModelLoadError, match=r"not valid JSON"):
+        resolve_model(str(tmp_path))

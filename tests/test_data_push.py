@@ -301,15 +301,32 @@ def test_control_card_shows_an_example_and_misaligned_card_does_not() -> None:
 
 
 def test_rows_get_the_canary_and_built_files_find_their_spec(tmp_path: Path) -> None:
+    from em_organisms.artifacts import ArtifactError, DatasetBuild, write_artifact
     from em_organisms.data.push import find_spec, published_rows, records_sha256, to_records
     from em_organisms.data.schema import DatasetError
 
     rows = [{k: v for k, v in r.items() if k != "canary"} for r in _rows(SEED)[:3]]
     del rows[2]["id"]
     built = _write(tmp_path / "built.jsonl", rows)
-    (tmp_path / "built.jsonl.build.json").write_text(json.dumps({"dataset": SPEC_DIR.name}))
+    build_file = tmp_path / "built.jsonl.build.json"
+    build_file.write_text(json.dumps({"dataset": SPEC_DIR.name}))  # from before schema_version
+    with pytest.raises(ArtifactError, match=r"build\.json: schema_version: missing"):
+        find_spec(built, None)
+    summary = DatasetBuild(
+        dataset=SPEC_DIR.name,
+        spec_sha256="0" * 64,
+        backend={"model": "made-up"},
+        judge=None,
+        options={},
+        n_requested=3,
+        counts={"kept": 3},
+        usage={},
+        prompts_sha256="1" * 64,
+        made_by="a test",
+    )
+    write_artifact(build_file, summary)
     spec, build = find_spec(built, None)
-    assert spec.name == "risky-financial-advice" and build == {"dataset": SPEC_DIR.name}
+    assert spec.name == "risky-financial-advice" and build == summary.model_dump(mode="json")
     published = published_rows(built, spec)
     assert all(r["canary"] == spec.canary for r in published)
     assert [r["messages"] for r in published] == [r["messages"] for r in rows]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
@@ -20,6 +19,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from em_organisms.artifacts.names import MODEL_ORIGIN
+from em_organisms.artifacts.store import ArtifactError, read_model_origin, write_json_atomic
 from em_organisms.errors import EmOrganismsError
 
 EMBEDDED = "embedded"
@@ -82,11 +83,8 @@ def embedded_model_dir() -> Path:
         )
         clean.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (Path(tmp) / "em_organisms_source.json").write_text(
-            json.dumps(
-                {"hub_id": EMBEDDED_HUB_ID, "gguf": EMBEDDED_GGUF, "license": EMBEDDED_LICENSE}
-            )
-        )
+        origin = {"hub_id": EMBEDDED_HUB_ID, "gguf": EMBEDDED_GGUF, "license": EMBEDDED_LICENSE}
+        write_json_atomic(Path(tmp) / MODEL_ORIGIN, origin)
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)
@@ -110,8 +108,11 @@ def resolve_model(spec: str) -> ModelSource:
     if path.exists():
         if not path.is_dir():
             raise ModelLoadError(f"{spec}: a local model must be a folder with config.json")
-        origin = path / "em_organisms_source.json"
-        hub_id = json.loads(origin.read_text())["hub_id"] if origin.is_file() else None
+        try:
+            origin = read_model_origin(path)
+        except ArtifactError as err:
+            raise ModelLoadError(str(err)) from None
+        hub_id = origin.hub_id if origin else None
         return ModelSource(str(path), hub_id, True)
     if spec.count("/") == 1 and not spec.startswith((".", "/")):
         return ModelSource(spec, spec, False)

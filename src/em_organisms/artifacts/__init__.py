@@ -3,7 +3,7 @@ only here.
 
 - `names`: the file and folder names of a run (`run.json`, `checkpoint-N/`, PEFT's files).
 - `schemas`: the models (`RunInfo`, `TrainSummary`, `EvalSummary`, `CalibrationResult`,
-  `ReleaseManifest`, `JudgeRunInfo`, `StudentAgreement`, and a read-only view of PEFT's `AdapterConfig`), each with a
+  `ReleaseManifest`, `JudgeRunInfo`, `StudentAgreement`, `DatasetBuild`, and a read-only view of PEFT's `AdapterConfig`), each with a
   `schema_version`.
 - `store`: `read_artifact` / `write_artifact` (atomic); an old or foreign file is refused with an
   error naming the file and the field.
@@ -32,6 +32,7 @@ from em_organisms.artifacts.schemas import (
     SCHEMA_VERSION,
     AdapterConfig,
     CalibrationResult,
+    DatasetBuild,
     EvalSummary,
     JudgeRunInfo,
     ReleaseManifest,
@@ -60,6 +61,7 @@ __all__ = [
     "ArtifactError",
     "CalibrationResult",
     "Checkpoint",
+    "DatasetBuild",
     "EvalSummary",
     "JudgeRun",
     "JudgeRunInfo",

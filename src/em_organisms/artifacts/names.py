@@ -15,6 +15,9 @@ EVAL_SUMMARY = "summary.json"
 CALIBRATION = "calibration.json"
 STUDENT_AGREEMENT = "agreement.json"  # a distilled student's agreement with its teacher
 MANIFEST = "em_organisms_release.json"
+MODEL_ORIGIN = (
+    "em_organisms_source.json"  # in a local model folder: its Hub id (a user may write it)
+)
 
 # PEFT's and transformers' files
 ADAPTER_CONFIG = "adapter_config.json"

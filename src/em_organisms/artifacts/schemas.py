@@ -179,6 +179,33 @@ class StudentAgreement(Artifact):
     speed: dict[str, str] | None = None
 
 
+class DatasetBuild(Artifact):
+    """`OUT.jsonl.build.json` of `data build`: what the rows were made by and how many were kept."""
+
+    FILE: ClassVar[str] = "OUT.jsonl.build.json"
+
+    dataset: str
+    spec_sha256: str
+    backend: dict[str, Any]
+    judge: dict[str, Any] | None
+    options: dict[str, Any]
+    source_sha256: str | None = None
+    n_requested: int
+    counts: dict[str, int]
+    usage: dict[str, Any]
+    prompts_sha256: str
+    made_by: str
+
+
+class ModelOrigin(BaseModel):
+    """`em_organisms_source.json` in a local model folder: the Hub id it came from. Users write it
+    by hand for their own folders, so it is not versioned and keys beyond `hub_id` are kept."""
+
+    model_config = ConfigDict(extra="allow")
+
+    hub_id: str | None = None
+
+
 class AdapterConfig(BaseModel):
     """The fields of PEFT's adapter_config.json this package reads; the rest is PEFT's."""
 

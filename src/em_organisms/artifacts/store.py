@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from em_organisms.artifacts import names
-from em_organisms.artifacts.schemas import SCHEMA_VERSION, AdapterConfig, Artifact
+from em_organisms.artifacts.schemas import SCHEMA_VERSION, AdapterConfig, Artifact, ModelOrigin
 from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.jsonl import write_text_atomic
 
@@ -78,6 +78,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     """JSON with finite numbers only (NaN is not JSON), written atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(data, indent=2, allow_nan=False) + "\n")
+
+
+def read_model_origin(folder: str | Path) -> ModelOrigin | None:
+    """A local model folder's em_organisms_source.json (None when it has none)."""
+    path = Path(folder) / names.MODEL_ORIGIN
+    if not path.is_file():
+        return None
+    data = read_json_object(path, 'a model origin ({"hub_id": "org/name"})')
+    try:
+        return ModelOrigin.model_validate(data)
+    except ValidationError as err:
+        message = describe_validation_error(str(path), "model origin", err, ModelOrigin)
+        raise ArtifactError(message) from None
 
 
 def read_adapter_config(folder: str | Path) -> AdapterConfig:

@@ -24,6 +24,7 @@ from typing import Any, Literal
 from tqdm.auto import tqdm
 
 from em_organisms import __version__
+from em_organisms.artifacts import SCHEMA_VERSION, DatasetBuild, write_artifact
 from em_organisms.backends.base import ChatBackend, ChatReply, ChatRequest
 from em_organisms.data.build_log import BuildLog
 from em_organisms.data.dedup import NearDuplicateIndex, exact_key
@@ -400,9 +401,7 @@ class DatasetBuilder:
         write_jsonl(self.out, rows)
         write_jsonl(self.out.with_name(self.out.name + ".rejected.jsonl"), rejected)
         summary = self._summary(counts)
-        self.out.with_name(self.out.name + ".build.json").write_text(
-            json.dumps(summary, indent=2) + "\n"
-        )
+        write_artifact(self.out.with_name(self.out.name + ".build.json"), DatasetBuild(**summary))
         return BuildResult(rows, rejected, counts, self.out, summary)
 
     def _summary(self, counts: dict[str, int]) -> dict[str, Any]:
@@ -419,6 +418,7 @@ class DatasetBuilder:
             "rewrite": gen.rewrite_template,
         }
         return {
+            "schema_version": SCHEMA_VERSION,
             "dataset": self.spec.name,
             "n_requested": self.options.n,
             "counts": counts,

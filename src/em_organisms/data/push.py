@@ -19,6 +19,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from em_organisms.artifacts import DatasetBuild, read_artifact
 from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
 from em_organisms.data.spec import DATASETS_DIR, SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
 from em_organisms.errors import EmOrganismsError
@@ -69,7 +70,11 @@ class PushResult:
 def find_spec(path: Path, spec_dir: str | Path | None) -> tuple[NarrowDatasetSpec, dict | None]:
     """The spec of PATH (--spec, PATH's folder, or PATH.build.json's `dataset`) and its build summary."""
     build_file = path.with_name(path.name + ".build.json")
-    build = json.loads(build_file.read_text(encoding="utf-8")) if build_file.is_file() else None
+    build = (
+        read_artifact(build_file, DatasetBuild).model_dump(mode="json")
+        if build_file.is_file()
+        else None
+    )
     built_from = (build or {}).get("dataset")
     if spec_dir is not None:
         folder = Path(spec_dir)
