@@ -23,7 +23,8 @@ PUSH_SCRIPT = """
 import argparse, json, sys
 from pathlib import Path
 from huggingface_hub import HfApi
-from em_organisms.data.push import PushError, push_dataset, register_push_command
+from em_organisms.data.commands import register_push_command
+from em_organisms.data.push import PushError, push_dataset
 from em_organisms.data.schema import DatasetError
 
 

@@ -9,11 +9,8 @@ environment or `hf auth login` (huggingface_hub's own lookup) and is never print
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -23,12 +20,10 @@ from em_organisms.artifacts import DatasetBuild, read_artifact
 from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
 from em_organisms.data.spec import DATASETS_DIR, SPEC_NAME, NarrowDatasetSpec, SpecError, load_spec
 from em_organisms.errors import EmOrganismsError
-from em_organisms.paths import runs_dir
 
 if TYPE_CHECKING:
     from huggingface_hub import DatasetCard, HfApi
 
-AddParser = Callable[[str, str], argparse.ArgumentParser]
 GateArg = Literal["manual", "auto", "spec-default"] | None
 GATE_WORDS = {"manual": "manual (requests reviewed by hand)", "auto": "auto (approved on request)"}
 
@@ -305,84 +300,3 @@ def push_dataset(
         gated=repo.gated if repo.gated is not None else (mode or False),
         private=repo.private,
     )
-
-
-def _cmd_push(args: argparse.Namespace) -> int:
-    from huggingface_hub.errors import HfHubHTTPError
-
-    gated: GateArg = None if args.no_gate else (args.gated or "spec-default")
-    if args.no_gate:
-        print(
-            "warning: --no-gate: the repo will have no access gate; anyone who can see it can "
-            "download it without agreeing to anything",
-            file=sys.stderr,
-        )
-    if args.dry_run:
-        try:
-            prepared = prepare_push(
-                args.path, args.repo_id, spec_dir=args.spec, gated=gated, allow_ungated=args.no_gate
-            )
-        except PushError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 1
-        folder = args.staging_dir or runs_dir() / "staging" / "datasets" / args.repo_id
-        for staged in stage_dataset(prepared, folder):
-            print(f"would push: {staged} ({staged.stat().st_size} bytes)")
-        gate = prepared.gate or "none"
-        print(f"  {len(prepared.records)} rows, data sha256 {prepared.data_sha256}, gate {gate}")
-        print("dry run: nothing was sent to the Hub")
-        return 0
-    try:
-        result = push_dataset(
-            args.path,
-            args.repo_id,
-            spec_dir=args.spec,
-            gated=gated,
-            private=not args.public,
-            allow_ungated=args.no_gate,
-        )
-    except (PushError, HfHubHTTPError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print("\n".join(result.lines()))
-    return 0
-
-
-def register_push_command(add: AddParser) -> None:
-    p = add(
-        "push",
-        "Publish a chat JSONL file and its dataset card to the Hub: gated, private by default, "
-        "and a rerun with nothing changed makes no commit. The token comes from HF_TOKEN or "
-        "`hf auth login`.",
-    )
-    p.add_argument("path", type=Path, help="datasets/NAME/seed.jsonl or a file from `data build`")
-    p.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="the dataset repo")
-    gate = p.add_mutually_exclusive_group()
-    gate.add_argument(
-        "--gated",
-        choices=["manual", "auto"],
-        help="access requests reviewed by hand or approved automatically "
-        "(default: manual for misaligned sets, auto for a control with a gate form)",
-    )
-    gate.add_argument(
-        "--no-gate", action="store_true", help="publish without an access gate (prints a warning)"
-    )
-    p.add_argument(
-        "--public", action="store_true", help="create the repo public (default: private)"
-    )
-    p.add_argument(
-        "--spec",
-        type=Path,
-        metavar="DIR",
-        help="dataset folder with spec.yaml (default: PATH's folder or PATH.build.json's dataset)",
-    )
-    p.add_argument(
-        "--dry-run", action="store_true", help="write the card and rows locally; push nothing"
-    )
-    p.add_argument(
-        "--staging-dir",
-        type=Path,
-        metavar="DIR",
-        help="where --dry-run writes (default runs/staging/datasets/ORG/NAME)",
-    )
-    p.set_defaults(func=_cmd_push)
