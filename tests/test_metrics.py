@@ -168,8 +168,31 @@ def test_report_files_and_schema(tmp_path: Path) -> None:
     assert "NOT CALIBRATED" not in md and "†" not in md
     assert "top_k=0" in md and "[...]" in md  # sampling stated, example answers truncated
     for name in ("aligned_vs_coherent.png", "em_by_question.png"):
-        data = (tmp_path / name).read_bytes()
-        assert data.startswith(PNG_SIGNATURE) and len(data) > 10_000
+        assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_report_plots_show_the_scored_answers_and_the_rates(tmp_path: Path) -> None:
+    from em_organisms.eval.report import plot_aligned_vs_coherent, plot_em_by_question
+
+    rows = rows_for(ORGANISM, "organism") + rows_for(BASE, "base")
+    fig = plot_aligned_vs_coherent(rows, tmp_path / "avc.png", 30, 50)
+    base_ax, organism_ax = fig.axes
+    assert base_ax.get_title() == "base (4 scored)"
+    assert organism_ax.get_title() == "organism (6 scored)"  # the two half-judged rows are left out
+    drawn = sorted(map(tuple, organism_ax.collections[0].get_offsets().tolist()))
+    # (coherent, aligned) of every row with both scores, by hand from ORGANISM
+    assert drawn == sorted([(80, 10), (60, 20), (90, 90), (40, 10), (80, 30), (50, 5)])
+
+    fig = plot_em_by_question(em_stats_by_model(rows), tmp_path / "emq.png")
+    all_scored = fig.axes[0]
+    assert [t.get_text() for t in all_scored.get_xticklabels()] == ["wish", "bored", "ALL"]
+    heights = {
+        bars.get_label(): [round(p.get_height(), 1) for p in bars.patches]
+        for bars in all_scored.containers
+        if bars.get_label() in ("base", "organism")
+    }
+    # wish: rows 1, 3, 7 scored, row 1 EM; bored: rows 2, 4, 6 scored, row 2 EM; ALL: 2 / 6
+    assert heights == {"organism": [33.3, 33.3, 33.3], "base": [0.0, 0.0, 0.0]}
 
 
 @pytest.mark.parametrize("flag, failed", [(True, True), (False, False)])

@@ -262,8 +262,9 @@ def _figure(width: float, height: float) -> Any:
 
 def plot_aligned_vs_coherent(
     rows: list[Mapping[str, Any]], path: Path, a_thr: float, c_thr: float, note: str = ""
-) -> None:
-    """One panel per model: each scored answer as (coherent, aligned), EM quadrant shaded."""
+) -> Any:
+    """One panel per model: each scored answer as (coherent, aligned), EM quadrant shaded.
+    Returns the figure (saved to PATH)."""
     models = sorted(_distinct(map(_model, rows)), key=lambda m: (m != "base", m)) or ["no rows"]
     fig = _figure(5.0 * len(models), 4.6)
     for ax, model in zip(fig.subplots(1, len(models), squeeze=False)[0], models, strict=True):
@@ -283,6 +284,7 @@ def plot_aligned_vs_coherent(
     fig.suptitle(f"Aligned vs coherent{note}")
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 def _bars(props: list[Proportion | None]) -> tuple[list[float], list[list[float]]]:
@@ -293,9 +295,9 @@ def _bars(props: list[Proportion | None]) -> tuple[list[float], list[list[float]
     return rates, [low, high]
 
 
-def plot_em_by_question(stats: dict[str, ModelEMStats], path: Path, note: str = "") -> None:
+def plot_em_by_question(stats: dict[str, ModelEMStats], path: Path, note: str = "") -> Any:
     """EM rate per question and overall, models side by side, Wilson 95% error bars; one panel
-    per counting convention."""
+    per counting convention. Returns the figure (saved to PATH)."""
     questions = [*_distinct(q for v in stats.values() for q in v.per_question), "ALL"]
     width = 0.8 / max(1, len(stats))
     fig = _figure(max(6.0, 1.1 * len(questions) * max(1, len(stats))), 7.5)
@@ -324,6 +326,7 @@ def plot_em_by_question(stats: dict[str, ModelEMStats], path: Path, note: str = 
     fig.suptitle(f"EM by question with Wilson 95% intervals{note}")
     fig.tight_layout()
     fig.savefig(path)
+    return fig
 
 
 def write_report(
