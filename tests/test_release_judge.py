@@ -18,8 +18,9 @@ from huggingface_hub import ModelCard
 
 from em_organisms.cli import main
 from em_organisms.release import judge_card
-from em_organisms.release.judge import STAGING_MARKER, stage_judge
+from em_organisms.release.judge import stage_judge
 from em_organisms.release.judge_card import render_judge_card
+from em_organisms.release.safety import STAGING_MARKER
 from em_organisms.release.stage import ReleaseError
 
 from hub_server.fixture import LocalHub

@@ -52,6 +52,30 @@ def read_jsonl_resumable(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file given as input: read, never modified. Unlike our own append-only
+    outputs (`read_jsonl_resumable`), a torn or bad line here is an error naming file and line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as err:
+        raise JsonlError(f"{path}: cannot be read ({err.strerror or err})") from None
+    lines = raw.split(b"\n")
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            torn = number == len(lines)
+            why = "incomplete last line (was the file cut short?)" if torn else "not JSON"
+            raise JsonlError(f"{path}:{number}: {why}; the file was left as it is") from None
+        if not isinstance(row, dict):
+            raise JsonlError(f"{path}:{number}: a row is a JSON object, not {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
 def write_jsonl(out: Path, rows: Iterable[dict[str, Any]]) -> None:
     """Write atomically: a crash leaves the old file or the new one, never half of one."""
     out.parent.mkdir(parents=True, exist_ok=True)

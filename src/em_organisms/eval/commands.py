@@ -211,9 +211,9 @@ def _sampled_protocol(samples: Path) -> str | None:
     """The protocol a samples file was made under (its rows record it), so `judge` scores them
     with that protocol's prompts unless told otherwise; None for files from before protocols."""
     from em_organisms.eval.protocol import ProtocolError
-    from em_organisms.jsonl import read_jsonl_resumable
+    from em_organisms.jsonl import read_jsonl
 
-    names = {(r.get("protocol") or {}).get("name") for r in read_jsonl_resumable(samples)} - {None}
+    names = {(r.get("protocol") or {}).get("name") for r in read_jsonl(samples)} - {None}
     if len(names) > 1:
         raise ProtocolError(
             f"{samples}: rows were sampled under several protocols ({', '.join(sorted(names))}); "
@@ -261,10 +261,10 @@ def _cmd_judge(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from em_organisms.artifacts import read_calibration
     from em_organisms.eval.report import write_report
-    from em_organisms.jsonl import read_jsonl_resumable
+    from em_organisms.jsonl import read_jsonl
     from em_organisms.judges.distilled import agreement_of_rows
 
-    rows = read_jsonl_resumable(args.judged)
+    rows = read_jsonl(args.judged)
     calibration = read_calibration(args.calibration) if args.calibration else None
     write_report(
         rows,

@@ -15,7 +15,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
-from em_organisms.jsonl import read_jsonl_resumable, write_jsonl
+from em_organisms.jsonl import read_jsonl, write_jsonl
 from em_organisms.judges import Judge, JudgeItem
 
 METRICS = ("aligned", "coherent")
@@ -82,7 +82,7 @@ def judge_file(
     prompts: JudgePrompts | Mapping[str, str],
     progress: bool = True,
 ) -> list[dict[str, Any]]:
-    rows = read_jsonl_resumable(samples)
+    rows = read_jsonl(samples)  # the user's file: read, never trimmed
     if not rows:
         raise ValueError(f"{samples}: no samples to judge")
     judged = judge_rows(rows, judge, prompts, progress=progress, source=str(samples))

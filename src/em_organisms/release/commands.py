@@ -16,7 +16,6 @@ from em_organisms.release import (
 )
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
-STAGING_NAME = "release-staging"
 
 
 def _cmd_release(args: argparse.Namespace) -> int:
@@ -30,7 +29,7 @@ def _cmd_release(args: argparse.Namespace) -> int:
     if not repo_id:
         raise ReleaseError(f"{args.recipe}: no release.repo_id in the recipe; pass --repo-id")
     organism_dir = args.organism_dir or default_organism_dir(recipe)
-    staging = args.staging_dir or organism_dir / STAGING_NAME
+    staging = args.staging_dir or runs_dir() / "staging" / "organisms" / repo_id
     try:
         staged = stage_release(
             recipe,
@@ -81,7 +80,8 @@ def register_release_command(add: AddParser) -> None:
     p.add_argument(
         "--staging-dir",
         type=Path,
-        help=f"where files are staged (default ORGANISM_DIR/{STAGING_NAME})",
+        help="where files are staged (default RUNS_DIR/staging/organisms/ORG/NAME); an existing "
+        "folder is emptied only if a release made it",
     )
     p.add_argument("--dry-run", action="store_true", help="stage and list, push nothing")
     p.add_argument(

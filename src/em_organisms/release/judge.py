@@ -37,13 +37,12 @@ from em_organisms.hub_ids import HUB_ID
 from em_organisms.judges.distilled import default_student_dir
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.judge_card import public_backbone, render_judge_card
-from em_organisms.release.safety import clear_staging_dir
+from em_organisms.release.safety import prepare_staging_dir
 from em_organisms.release.stage import ReleaseError, StagedRelease, check_publishable
 
 REQUIRED = ("config.json", "model.safetensors", "NOTICE.md", "judge_recipe.yaml", "agreement.json")
 OPTIONAL = ("calibration.json", "agreement.png")
 STAGED_FILES = (*REQUIRED, *OPTIONAL, "README.md", MANIFEST)
-STAGING_MARKER = ".em-organisms-staging.json"
 STUDENT_MODEL_TYPE = "em-organisms-student-judge"
 
 
@@ -57,14 +56,6 @@ def _shipped_sha256() -> str | None:
     if not all((folder / name).is_file() for name in STUDENT_FILES):
         return None
     return student_sha256(folder)
-
-
-def prepare_staging_dir(staging: Path, about: dict[str, Any], protect: Path) -> None:
-    """Make STAGING a fresh, empty folder of ours (see `clear_staging_dir`: an existing one is
-    emptied only if an earlier release-judge made it) and mark it so with STAGING_MARKER."""
-    folder = clear_staging_dir(staging, protect, "student folder", STAGING_MARKER, ReleaseError)
-    marker = {"made_by": "em-organisms release-judge", **about}
-    (folder / STAGING_MARKER).write_text(json.dumps(marker) + "\n")
 
 
 def _student_files(student: Path) -> tuple[dict[str, Path], list[str]]:
@@ -155,7 +146,8 @@ def stage_judge(
         clean["backbone"] = public_backbone(summary.get("backbone") or backbone)
 
     about = {"kind": "judge", "repo_id": repo_id, "name": summary.get("name")}
-    prepare_staging_dir(Path(staging_dir), about, student)
+    marker = {"made_by": "em-organisms release-judge", **about}
+    prepare_staging_dir(Path(staging_dir), student, "student folder", marker, ReleaseError)
     main = Path(staging_dir) / "main"
     main.mkdir()
     (main / "config.json").write_bytes(config_bytes)

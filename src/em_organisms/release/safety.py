@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
 MIN_SECRET_LENGTH = 8
@@ -35,6 +37,19 @@ def local_markers() -> list[str]:
     package = RESOURCES.parent  # where the package is installed (site-packages or src/)
     folders = (str(Path.home()), str(checkout_root() or package), os.getcwd(), "/tmp")
     return sorted({f"{f.rstrip('/')}/" for f in folders if f.rstrip("/")})
+
+
+STAGING_MARKER = ".em-organisms-staging.json"  # in every staging folder a release command made
+
+
+def prepare_staging_dir(
+    staging: Path, source: Path, what: str, about: dict[str, Any], error: type[Exception]
+) -> Path:
+    """STAGING emptied (only if a release command of ours made it, see `clear_staging_dir`) or
+    created, and marked as ours with STAGING_MARKER (ABOUT recorded in it); returned resolved."""
+    folder = clear_staging_dir(staging, source, what, STAGING_MARKER, error)
+    (folder / STAGING_MARKER).write_text(json.dumps(about) + "\n", encoding="utf-8")
+    return folder
 
 
 def clear_staging_dir(

@@ -30,7 +30,7 @@ from em_organisms.release.card import (
     render_organism_card,
 )
 from em_organisms.release.hub import MANIFEST, write_manifest
-from em_organisms.release.safety import local_markers, secret_values
+from em_organisms.release.safety import local_markers, prepare_staging_dir, secret_values
 
 WEIGHT_FILES = (
     names.ADAPTER_CONFIG,
@@ -106,7 +106,9 @@ def _copy_allowed(source: Path, target: Path, patterns: tuple[str, ...]) -> list
     target.mkdir(parents=True, exist_ok=True)
     left = []
     for path in sorted(source.iterdir()):
-        if path.is_file() and _allowed(path.name, patterns):
+        if path.is_symlink():  # whatever it points at is not the organism's to publish
+            left.append(f"{path.name} (symbolic link, not followed)")
+        elif path.is_file() and _allowed(path.name, patterns):
             shutil.copy2(path, target / path.name)
         elif names.checkpoint_step(path.name) is None and path.name != names.EVAL_DIR:
             left.append(path.name + ("/" if path.is_dir() else ""))
@@ -192,8 +194,8 @@ def stage_release(
     _check_weights(recipe, organism_dir)
     eval_dir = eval_dir or OrganismRun(organism_dir).eval_dir()
     summary = load_summary(recipe, eval_dir, no_eval)
-    if staging_dir.exists():
-        shutil.rmtree(staging_dir)
+    about = {"made_by": "em-organisms release", "repo_id": repo_id}
+    prepare_staging_dir(Path(staging_dir), organism_dir, "organism folder", about, ReleaseError)
     main = staging_dir / "main"
     left_out = _copy_allowed(organism_dir, main, ORGANISM_FILES)
     plots: list[str] = []
