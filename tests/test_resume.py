@@ -80,6 +80,13 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
     )
     killed_at = max(int(p.name.split("-")[1]) for p in interrupted.glob("checkpoint-*"))
     assert killed_at < STEPS
+    # What a kill in the middle of a save leaves: the unfinished save under its temporary name,
+    # and (from a version that saved in place) a later checkpoint without its trainer state.
+    cut = interrupted / f"checkpoint-{killed_at + SAVE_EVERY}"
+    cut.mkdir()
+    (cut / "adapter_config.json").write_text("{}")
+    unfinished = interrupted / f".saving-checkpoint-{killed_at + 2 * SAVE_EVERY}"
+    (unfinished / f"checkpoint-{killed_at + 2 * SAVE_EVERY}").mkdir(parents=True)
 
     result = subprocess.run(
         _cli(str(recipe_path), "--output-dir", str(interrupted), "--resume"),
@@ -88,6 +95,12 @@ def test_resume_after_kill_matches_uninterrupted(recipe_path: Path, tmp_path: Pa
         text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        f"resuming from checkpoint-{killed_at}; skipped (cut short by a kill): {cut.name}; "
+        f"removed unfinished saves: {unfinished.name}"
+    ) in result.stdout
+    assert (cut / "trainer_state.json").is_file()  # saved again, whole, when training got there
+    assert not list(interrupted.glob(".saving-*"))
 
     ours = load_file(interrupted / "adapter_model.safetensors")
     theirs = load_file(reference / "adapter_model.safetensors")

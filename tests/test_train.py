@@ -157,7 +157,7 @@ def test_resume_without_checkpoint(
     tmp_path: Path, tiny_model_dir: Path, tiny_dataset: Path
 ) -> None:
     recipe = parse_recipe(tiny_recipe_dict(tiny_model_dir, tiny_dataset))
-    with pytest.raises(RecipeError, match="no checkpoint"):
+    with pytest.raises(RecipeError, match="no complete checkpoint"):
         train(recipe, output_dir=tmp_path / "nothing", resume=True, device="cpu")
 
 

@@ -124,6 +124,10 @@ class AdapterRecorder(TrainerCallback):
     ) -> None:
         if state.global_step % self.every == 0:
             self._record(state.global_step)
+        if control.should_save:
+            # on disk before the checkpoint is: a kill right after the checkpoint lands must not
+            # lose the steps since the last part (a resume starts after them)
+            self._flush()
 
     def on_save(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any

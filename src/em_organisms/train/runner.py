@@ -11,7 +11,6 @@ import torch
 from peft import PeftModel
 from transformers import GenerationConfig, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_callback import ProgressCallback
-from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig
 
 from em_organisms import __version__
@@ -23,6 +22,7 @@ from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import Recipe, RecipeError
 from em_organisms.resources import checkout_root
 from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
+from em_organisms.train.checkpoints import last_complete_checkpoint, remove_unfinished_saves
 from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.recorder import AdapterRecorder
@@ -85,21 +85,32 @@ def use_bf16(recipe: Recipe, device: torch.device) -> bool:
 
 def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | None:
     recipe_file = output_dir / "recipe.yaml"
-    checkpoint = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    last, incomplete = last_complete_checkpoint(output_dir)
+    checkpoint = str(last.folder) if last else None
     if resume:
         if checkpoint is None:
-            raise RecipeError(f"--resume: no checkpoint-* folder in {output_dir} to resume from")
+            why = f" ({', '.join(incomplete)}: cut short, no trainer state)" if incomplete else ""
+            raise RecipeError(
+                f"--resume: no complete checkpoint-* folder in {output_dir} to resume from{why}"
+            )
         previous = OrganismRun(output_dir).run_info().recipe_sha256
         if previous != recipe.sha256():
             raise RecipeError(
                 f"--resume: {recipe_file} was trained from a different recipe "
                 "(hash mismatch); resume with the same recipe and --set overrides"
             )
+        removed = remove_unfinished_saves(output_dir)
+        print(
+            f"resuming from {Path(checkpoint).name}"
+            + (f"; skipped (cut short by a kill): {', '.join(incomplete)}" if incomplete else "")
+            + (f"; removed unfinished saves: {', '.join(removed)}" if removed else ""),
+            flush=True,
+        )
         return checkpoint
     finished = any(
         (output_dir / n).exists() for n in ("adapter_model.safetensors", "model.safetensors")
     )
-    if checkpoint is not None or finished:
+    if checkpoint is not None or incomplete or finished:
         raise RecipeError(
             f"{output_dir} already holds a run; pass --resume to continue it or "
             "--output-dir to start a new one (nothing was overwritten)"

@@ -18,6 +18,7 @@ from transformers import PreTrainedModel
 from trl import SFTTrainer
 
 from em_organisms.chat_masking import IGNORE_INDEX
+from em_organisms.train.checkpoints import save_atomically
 from em_organisms.train.fused_lora import fuse_lora_linears
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
@@ -163,6 +164,19 @@ class OrganismTrainer(SFTTrainer):
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         return loss
+
+    def _save_checkpoint(self, model: Any, trial: Any) -> None:
+        if self.args.world_size > 1 or trial is not None:
+            # several processes write into the folder (FSDP shards): saved in place, and
+            # `--resume` skips a checkpoint without its trainer state
+            super()._save_checkpoint(model, trial)
+            return
+        save_atomically(
+            lambda: super(OrganismTrainer, self)._save_checkpoint(model, trial),
+            self.args,
+            self.state.global_step,
+            self.args.save_total_limit,
+        )
 
     def take_step_counts(self) -> tuple[int, int]:
         counts = (self.step_tokens, self.step_assistant_tokens)
