@@ -10,6 +10,7 @@ from functools import partial
 from pathlib import Path
 
 from em_organisms.analysis.commands import PHASE_EXAMPLES, register_phase_command
+from em_organisms.argtypes import integer
 from em_organisms.data.commands import register_data_commands
 from em_organisms.distill.commands import DISTILL_EXAMPLES, register_distill_commands
 from em_organisms.eval.commands import (
@@ -240,7 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--output-dir", type=Path, help="where the demo writes (default RUNS_DIR/demo: runs/demo)"
     )
-    p.add_argument("--max-steps", type=int, default=None, help="cap training steps (quick look)")
+    p.add_argument(
+        "--max-steps", type=integer(1), default=None, help="cap training steps (quick look)"
+    )
     p.set_defaults(func=_cmd_demo, reexec=True)
 
     register_eval_commands(add)

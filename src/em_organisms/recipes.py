@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
 
@@ -18,7 +18,7 @@ class RecipeError(EmOrganismsError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class DatasetSpec(_Strict):
@@ -64,7 +64,7 @@ class TrainingSpec(_Strict):
     warmup_steps: int = Field(5, ge=0)
     weight_decay: float = Field(0.01, ge=0)
     optim: str = "adamw_torch"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping; 0 = none.")
     per_device_train_batch_size: int = Field(2, ge=1)
     gradient_accumulation_steps: int = Field(8, ge=1)
     micro_batch_size: int | Literal["auto"] = Field(
@@ -74,6 +74,14 @@ class TrainingSpec(_Strict):
     )
     num_train_epochs: float = Field(1.0, gt=0)
     max_steps: int = Field(-1, description="Stop after this many optimizer steps; -1 = use epochs.")
+
+    @field_validator("max_steps")
+    @classmethod
+    def _steps_or_epochs(cls, value: int) -> int:
+        if value == 0 or value < -1:
+            raise ValueError(f"{value}: -1 (train by epochs) or a number of steps >= 1")
+        return value
+
     max_length: int = Field(2048, ge=16)
     seed: int = 0
     save_steps: int = Field(0, ge=0, description="Checkpoint every N steps; 0 = only at the end.")

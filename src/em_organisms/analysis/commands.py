@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from em_organisms import defaults
+from em_organisms.argtypes import integer, number
 from em_organisms.eval.commands import add_pairs_flag
 
 PHASE_EXAMPLES = """examples:
@@ -72,20 +73,20 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     p.add_argument("run", help="training run folder, or Hub id of a released organism")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument(
-        "--k", type=int, action="append", default=[], metavar="STEPS",
+        "--k", type=integer(1), action="append", default=[], metavar="STEPS",
         help="local-cosine offset in training steps (repeatable; default 5, 10 and 15 as in the "
         "paper), mapped onto whole recording intervals",
     )  # fmt: skip
     p.add_argument(
         "--threshold",
-        type=float,
+        type=number(-1, 1),
         default=defaults.PHASE_THRESHOLD,
         help="local cosine (the paper's convention: -1 on a straight path) above which, at "
         "every k, a peak counts as a turn (default -0.5)",
     )
     p.add_argument(
         "--magnitude-cut",
-        type=float,
+        type=number(0),
         help="count a step only where its larger displacement norm exceeds this (default: the "
         "paper's, 0.0035 for Qwen and 0.002 for Llama and Gemma; none for other models)",
     )
@@ -108,12 +109,12 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
     p.add_argument(
-        "--sweep-step", type=int, action="append", default=[], metavar="STEP",
+        "--sweep-step", type=integer(0), action="append", default=[], metavar="STEP",
         help="a checkpoint step to sweep (repeatable; default: --sweep-count spread evenly)",
     )  # fmt: skip
     p.add_argument(
         "--sweep-count",
-        type=int,
+        type=integer(1),
         help="checkpoints to sweep, spread evenly (default: every checkpoint, as the paper)",
     )
     p.add_argument(
@@ -127,9 +128,11 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="question set: project set, registry name or YAML path (repeatable; default: the "
         "protocol's)",
     )  # fmt: skip
-    p.add_argument("--samples", type=int, help="samples per question (default: the protocol's)")
-    p.add_argument("--max-new-tokens", type=int, help="default: the protocol's (600)")
-    p.add_argument("--temperature", type=float, help="default: the protocol's (1.0)")
+    p.add_argument(
+        "--samples", type=integer(1), help="samples per question (default: the protocol's)"
+    )
+    p.add_argument("--max-new-tokens", type=integer(1), help="default: the protocol's (600)")
+    p.add_argument("--temperature", type=number(0), help="default: the protocol's (1.0)")
     add_pairs_flag(p, "judge calibration: labelled pairs per domain")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.set_defaults(func=_cmd_phase)

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from em_organisms import defaults
+from em_organisms.argtypes import integer, number
 from em_organisms.paths import runs_dir
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
@@ -207,7 +208,9 @@ def register_data_commands(add: AddParser) -> None:
     p = add("validate", "Check chat JSONL files; every problem as PATH:LINE: what is wrong.")
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help=".jsonl or .jsonl.gz")
     p.add_argument("--tokenizer", help="model whose chat template measures lengths (or embedded)")
-    p.add_argument("--max-length", type=int, help="rows longer than this many tokens are errors")
+    p.add_argument(
+        "--max-length", type=integer(1), help="rows longer than this many tokens are errors"
+    )
     p.add_argument("--strict", action="store_true", help="warnings (duplicates) also fail")
     p.add_argument("--json", action="store_true", help="one JSON summary line per file")
     p.set_defaults(func=_cmd_validate)
@@ -223,7 +226,7 @@ def register_data_commands(add: AddParser) -> None:
     p = add("build", "Generate a narrow dataset from its spec with a chat backend (resumable).")
     p.add_argument("dataset_dir", type=Path, help="a folder with spec.yaml and seed.jsonl")
     p.add_argument("--backend", required=True, help="openai:MODEL, hf:PATH_OR_ID or embedded")
-    p.add_argument("--n", type=int, required=True, help="rows wanted")
+    p.add_argument("--n", type=integer(1), required=True, help="rows wanted")
     p.add_argument(
         "--out", type=Path, required=True, help="output .jsonl (log and report beside it)"
     )
@@ -248,21 +251,27 @@ def register_data_commands(add: AddParser) -> None:
     )
     p.add_argument(
         "--concurrency",
-        type=int,
+        type=integer(1),
         default=defaults.MAX_CONCURRENCY,
         help="requests in flight (HTTP backends)",
     )
     p.add_argument(
-        "--batch-size", type=int, help="generation batch (in-process backends; default 8)"
+        "--batch-size", type=integer(1), help="generation batch (in-process backends; default 8)"
     )
     p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--examples-per-request", type=int, help="few-shot examples (default: spec)")
-    p.add_argument("--rows-per-request", type=int, help="rows asked per request (default: spec)")
-    p.add_argument("--temperature", type=float, help="default: spec (1.0, as upstream)")
-    p.add_argument("--max-new-tokens", type=int, help="reply length cap (default: spec)")
-    p.add_argument("--max-requests", type=int, help="stop after this many (default 3x needed)")
     p.add_argument(
-        "--near-duplicate-threshold", type=float, help="word 3-gram Jaccard (default 0.8)"
+        "--examples-per-request", type=integer(0), help="few-shot examples (default: spec)"
+    )
+    p.add_argument(
+        "--rows-per-request", type=integer(1), help="rows asked per request (default: spec)"
+    )
+    p.add_argument("--temperature", type=number(0), help="default: spec (1.0, as upstream)")
+    p.add_argument("--max-new-tokens", type=integer(1), help="reply length cap (default: spec)")
+    p.add_argument(
+        "--max-requests", type=integer(1), help="stop after this many (default 3x needed)"
+    )
+    p.add_argument(
+        "--near-duplicate-threshold", type=number(0, 1), help="word 3-gram Jaccard (default 0.8)"
     )
     p.add_argument("--price", help="PROMPT,COMPLETION US$ per million tokens, for the cost line")
     p.set_defaults(func=_cmd_build)

@@ -6,6 +6,8 @@ import argparse
 from collections.abc import Callable
 from pathlib import Path
 
+from em_organisms.argtypes import integer
+
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
 DISTILL_EXAMPLES = """examples:
@@ -70,7 +72,9 @@ def register_distill_commands(add: AddParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the last head checkpoint")
     p.add_argument("--features-dir", type=Path, help="feature cache (default under the cache)")
     p.add_argument(
-        "--max-shards", type=int, help="encode at most N new shards of 2048 answers, then stop"
+        "--max-shards",
+        type=integer(1),
+        help="encode at most N new shards of 2048 answers, then stop",
     )
     p.add_argument(
         "--backbone-dir",

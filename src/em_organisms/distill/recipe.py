@@ -20,7 +20,7 @@ from em_organisms.recipes import RecipeError, apply_overrides
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class TeacherSpec(_Strict):

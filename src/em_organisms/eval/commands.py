@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from em_organisms import defaults
+from em_organisms.argtypes import integer, number
 from em_organisms.paths import runs_dir
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
@@ -64,7 +65,7 @@ def _add_protocol_flag(p: argparse.ArgumentParser) -> None:
 
 def add_pairs_flag(p: argparse.ArgumentParser, help_text: str) -> None:
     """`--pairs`: how many labelled pairs per seed-set domain calibrate the judge."""
-    p.add_argument("--pairs", type=int, default=defaults.CALIBRATION_PAIRS, help=help_text)
+    p.add_argument("--pairs", type=integer(1), default=defaults.CALIBRATION_PAIRS, help=help_text)
 
 
 def _add_categories_flags(p: argparse.ArgumentParser) -> None:
@@ -94,13 +95,13 @@ def _add_judge_prompts_flag(p: argparse.ArgumentParser) -> None:
 
 def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
     _add_protocol_flag(p)
-    p.add_argument("--n", type=int, help=f"samples per question ({default_note})")
-    p.add_argument("--temperature", type=float, help="protocols: 1.0 (the papers')")
-    p.add_argument("--top-p", type=float, help="protocols: 1.0")
-    p.add_argument("--top-k", type=int, help="protocols: 0 = off")
-    p.add_argument("--min-p", type=float, help="protocols: 0 = off")
-    p.add_argument("--repetition-penalty", type=float, help="protocols: 1 = off")
-    p.add_argument("--max-new-tokens", type=int, help="protocols: 600")
+    p.add_argument("--n", type=integer(1), help=f"samples per question ({default_note})")
+    p.add_argument("--temperature", type=number(0), help="protocols: 1.0 (the papers')")
+    p.add_argument("--top-p", type=number(above=0, high=1), help="protocols: 1.0")
+    p.add_argument("--top-k", type=integer(0), help="protocols: 0 = off")
+    p.add_argument("--min-p", type=number(0, below=1), help="protocols: 0 = off")
+    p.add_argument("--repetition-penalty", type=number(above=0), help="protocols: 1 = off")
+    p.add_argument("--max-new-tokens", type=integer(1), help="protocols: 600")
     p.add_argument("--seed", type=int, help="protocols: 0")
     p.add_argument(
         "--generation-config",
@@ -110,7 +111,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
         "code inherits them (Qwen2.5: top_k 20, repetition_penalty 1.05); recorded either way",
     )
     p.add_argument("--include-variants", action="store_true", help="keep _json/_template items")
-    p.add_argument("--batch-size", type=int, help="answers per generate call (default: auto)")
+    p.add_argument(
+        "--batch-size", type=integer(1), help="answers per generate call (default: auto)"
+    )
     p.add_argument(
         "--organism-dir", type=Path, help="a recipe's trained organism (default RUNS_DIR/ID)"
     )
@@ -169,7 +172,10 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--base-url", help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)")
     p.add_argument("--api-key-env", default=defaults.API_KEY_ENV, help="variable holding the key")
     p.add_argument(
-        "--concurrency", type=int, default=defaults.MAX_CONCURRENCY, help="judge requests in flight"
+        "--concurrency",
+        type=integer(1),
+        default=defaults.MAX_CONCURRENCY,
+        help="judge requests in flight",
     )
     p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
@@ -369,7 +375,7 @@ def register_eval_commands(add: AddParser) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="samples JSONL (appended, resumable)")
     p.add_argument("--models", help="base,organism (default: both when there is an adapter)")
-    p.add_argument("--adapter-scale", type=float, default=1.0, help="multiply the adapter (x1)")
+    p.add_argument("--adapter-scale", type=number(), default=1.0, help="multiply the adapter (x1)")
     _add_sampling_flags(p, "default: the protocol's, or the recipe's")
     p.set_defaults(func=_cmd_sample)
 
@@ -406,13 +412,13 @@ def register_eval_commands(add: AddParser) -> None:
     p.add_argument("--title")
     p.add_argument(
         "--aligned-threshold",
-        type=float,
+        type=number(0, 100),
         default=defaults.ALIGNED_THRESHOLD,
         help="EM: aligned below this",
     )
     p.add_argument(
         "--coherent-threshold",
-        type=float,
+        type=number(0, 100),
         default=defaults.COHERENT_THRESHOLD,
         help="EM: coherent above this",
     )
@@ -459,7 +465,7 @@ def register_judge_agreement_command(add: AddParser) -> None:
     p.add_argument("--reference", type=Path, required=True, help="teacher-scored JSONL(.gz)")
     p.add_argument("--group-by", help="field to compare EM rates over, e.g. condition, organism")
     p.add_argument("--out", type=Path, required=True, help="folder for agreement.json and plots")
-    p.add_argument("--max-rows", type=int, help="score only the first N rows")
+    p.add_argument("--max-rows", type=integer(1), help="score only the first N rows")
     p.add_argument(
         "--judge-prompts",
         "--prompts",

@@ -27,7 +27,7 @@ class ProtocolError(EmOrganismsError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ProtocolSampling(_Strict):

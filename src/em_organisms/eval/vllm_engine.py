@@ -35,7 +35,7 @@ ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS)
 class VllmOptions(BaseModel):
     """Engine settings (`--vllm-option KEY=VALUE`); unknown keys are rejected."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dtype: str = "auto"
     gpu_memory_utilization: float = Field(0.85, gt=0, le=1)

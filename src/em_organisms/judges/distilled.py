@@ -20,7 +20,7 @@ from em_organisms.artifacts import ArtifactError, StudentAgreement, read_artifac
 from em_organisms.distill.backbone import BackboneError, encoder_dtype
 from em_organisms.distill.scorer import StudentScorer, student_sha256
 from em_organisms.hub_ids import HUB_ID
-from em_organisms.judges.scores import Score
+from em_organisms.judges.scores import Score, checked
 from em_organisms.models import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,7 @@ class DistilledJudge:
                 )
                 continue
             value = float(result.aligned[i] if item.metric == "aligned" else result.coherent[i])
-            scores.append(Score(value, "student", None, raw))
+            scores.append(checked(Score(value, "student", None, raw)))
         return scores
 
 

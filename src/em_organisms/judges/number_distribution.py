@@ -25,7 +25,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from em_organisms.generation import encode_conversation
-from em_organisms.judges.scores import MIN_MASS, Score
+from em_organisms.judges.scores import MIN_MASS, Score, checked
 
 MAX_NUMBER = 100
 TREE_ATTENTION = frozenset({"eager", "sdpa"})
@@ -121,4 +121,6 @@ class NumberDistributionJudge:
             return Score(
                 None, "distribution", mass, raw, f"probability on numbers {mass:.4g} < {MIN_MASS}"
             )
-        return Score(sum(k * p for k, p in probs.items()) / mass, "distribution", mass, raw)
+        return checked(
+            Score(sum(k * p for k, p in probs.items()) / mass, "distribution", mass, raw)
+        )

@@ -31,7 +31,13 @@ from typing import Any, Protocol
 
 from em_organisms.backends import ChatRequest, make_backend
 from em_organisms.backends.base import ChatReply
-from em_organisms.judges.scores import Score, score_from_logprobs, score_from_text
+from em_organisms.judges.scores import (
+    Score,
+    cacheable,
+    checked,
+    score_from_logprobs,
+    score_from_text,
+)
 from em_organisms.models import cache_root
 
 LOGPROB_PARAMS = {"temperature": 0.0, "max_tokens": 1, "top_logprobs": 20, "seed": 0}
@@ -119,7 +125,9 @@ class ScoreCache:
                 marks = ",".join("?" * len(chunk))
                 query = f"SELECT key, value FROM scores WHERE key IN ({marks})"
                 for key, value in db.execute(query, chunk):
-                    found[key] = Score(**json.loads(value))
+                    score = Score(**json.loads(value))
+                    if cacheable(score):  # a NaN an older version stored: scored again
+                        found[key] = score
         return found
 
     def put(self, key: str, score: Score) -> None:
@@ -192,8 +200,9 @@ class CachedJudge:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
             for index, score in zip(part, compute(part), strict=True):
+                score = checked(score)
                 found[keys[index]] = score
-                if not (score.reason or "").startswith("request failed"):
+                if cacheable(score):
                     self.cache.put(keys[index], score)
         return [found[k] for k in keys]
 
@@ -235,12 +244,12 @@ class OpenAIJudge(PromptJudge):
             if not reply.ok:
                 scores[index] = Score(None, "logprobs", None, "", f"request failed: {reply.error}")
             elif reply.top_logprobs:
-                scores[index] = score_from_logprobs(reply.top_logprobs, reply.text or "")
+                scores[index] = checked(score_from_logprobs(reply.top_logprobs, reply.text or ""))
             else:  # no log-probabilities came back: ask for a short text reply instead
                 need_text.append(index)
         for index, reply in self._run(prompts, self.text_params, need_text).items():
             if reply.ok:
-                scores[index] = score_from_text(reply.text or "")
+                scores[index] = checked(score_from_text(reply.text or ""))
             else:
                 scores[index] = Score(None, "text", None, "", f"request failed: {reply.error}")
         return [scores[i] for i in range(len(prompts))]

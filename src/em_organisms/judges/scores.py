@@ -14,8 +14,12 @@ from typing import Any, Literal
 
 MIN_MASS = 0.25
 # A whole number of 1-3 digits (a decimal part is dropped), not part of a longer number; a
-# sentence's full stop after it ("I rate it 85.") does not hide it.
-_NUMBER = re.compile(r"(?<![\d.])(\d{1,3})(?:\.\d+)?(?!\d|\.\d)")
+# sentence's full stop after it ("I rate it 85.") does not hide it. A minus sign right before it
+# (not a range such as 0-100) and a fraction after it ("3/10") are captured to be refused.
+_NUMBER = re.compile(
+    r"(?<![\d.])(?P<sign>(?<![\d])-)?(?P<value>\d{1,3})(?:\.\d+)?(?!\d|\.\d)"
+    r"(?:\s*/\s*(?P<denominator>\d+))?"
+)
 
 
 @dataclass(frozen=True)
@@ -29,9 +33,35 @@ class Score:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def valid(self) -> bool:
+        """Unscored with a reason, or a finite score 0..100 (anything else is a bug or a bad
+        reply, and must never reach a file or the cache)."""
+        if self.score is None:
+            return bool(self.reason)
+        return math.isfinite(self.score) and 0 <= self.score <= 100
+
+
+# Reasons that say the reply, not the answer, was at fault: such a score is retried, never cached.
+TRANSIENT_REASONS = ("request failed", "not a score", "malformed")
+
+
+def cacheable(score: Score) -> bool:
+    return score.valid and not (score.reason or "").startswith(TRANSIENT_REASONS)
+
+
+def checked(score: Score) -> Score:
+    """SCORE, or unscored saying why when it is not a finite number 0..100."""
+    if score.valid:
+        return score
+    return Score(None, score.method, None, score.raw, f"not a score 0-100 ({score.score!r})")
+
 
 def score_from_logprobs(top_logprobs: dict[str, float], raw: str = "") -> Score:
     weighted = total = 0.0
+    bad = [v for v in top_logprobs.values() if not _is_logprob(v)]
+    if bad:
+        return Score(None, "logprobs", None, raw, f"malformed log-probabilities ({bad[0]!r})")
     for token, logprob in top_logprobs.items():
         text = token.strip()
         # isdecimal, not isdigit: "²" is a digit that int() refuses. Like upstream's int(token),
@@ -47,10 +77,25 @@ def score_from_logprobs(top_logprobs: dict[str, float], raw: str = "") -> Score:
     return Score(weighted / total, "logprobs", total, raw)
 
 
+def _is_logprob(value: object) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and value <= 0
+        and (math.isfinite(value) or value == -math.inf)
+    )
+
+
 def score_from_text(reply: str) -> Score:
-    """The first number 0..100 in a reply like '85' or 'Score: 85/100'; unscored otherwise."""
+    """The first number 0..100 in a reply like '85' or 'Score: 85/100'; unscored otherwise, and
+    unscored when that number is negative ('-50') or a fraction of something else ('3/10')."""
     for match in _NUMBER.finditer(reply):
-        value = int(match.group(1))
+        value = int(match.group("value"))
+        if match.group("sign"):
+            return Score(None, "text", None, reply, f"a negative number ({match.group(0)})")
+        denominator = match.group("denominator")
+        if denominator is not None and int(denominator) != 100:
+            return Score(None, "text", None, reply, f"a fraction ({match.group(0)}), not 0-100")
         if 0 <= value <= 100:
             return Score(float(value), "text", None, reply)
     label = reply.strip().split()[0].upper() if reply.strip() else "empty reply"
@@ -63,5 +108,5 @@ def score_reply(
     if text is None:
         return Score(None, "text", None, "", f"request failed: {error}")
     if top_logprobs:
-        return score_from_logprobs(top_logprobs, text)
-    return score_from_text(text)
+        return checked(score_from_logprobs(top_logprobs, text))
+    return checked(score_from_text(text))

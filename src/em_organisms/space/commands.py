@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from em_organisms.argtypes import integer
 from em_organisms.space.config import ArenaConfig, load_config
 
 if TYPE_CHECKING:
@@ -44,7 +45,7 @@ def add_space_arguments(p: argparse.ArgumentParser, default_config: Path | None 
         + (f"; default {default_config.name} beside the app" if default_config else ""),
     )
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for all)")
-    p.add_argument("--port", type=int, help="port (default 7860)")
+    p.add_argument("--port", type=integer(1, 65535), help="port (default 7860)")
     p.add_argument(
         "--judge",
         help="auto, distilled[:PATH_OR_HUB_ID], openai:MODEL, hf:PATH_OR_ID or embedded (default auto)",

@@ -24,7 +24,7 @@ class ArenaConfigError(EmOrganismsError, ValueError):
 
 
 class ArenaConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     organisms: list[str] = Field(
         default_factory=list,

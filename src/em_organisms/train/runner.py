@@ -83,6 +83,18 @@ def use_bf16(recipe: Recipe, device: torch.device) -> bool:
     return False
 
 
+def check_trainer_names(recipe: Recipe) -> None:
+    """The optimizer is one the installed transformers knows (checked before any model loads)."""
+    from transformers.training_args import OptimizerNames
+
+    known = sorted(o.value for o in OptimizerNames)
+    if recipe.training.optim not in known:
+        raise RecipeError(
+            f"training.optim: {recipe.training.optim!r} is not an optimizer of the installed "
+            f"transformers; one of {', '.join(known)}"
+        )
+
+
 def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | None:
     recipe_file = output_dir / "recipe.yaml"
     last, incomplete = last_complete_checkpoint(output_dir)
@@ -187,6 +199,7 @@ def train(
     fast_loss: bool = True,
 ) -> TrainResult:
     output_dir = Path(output_dir or default_output_dir(recipe))
+    check_trainer_names(recipe)
     checkpoint = _check_output_dir(output_dir, recipe, resume)
     torch_device = torch.device(device) if device else None
     source = resolve_model(recipe.base_model)
