@@ -12,6 +12,9 @@ COHERENT_THRESHOLD = 50.0  # ...and coherent above this
 CALIBRATION_PAIRS = 10  # labelled pairs per seed-set domain for `judge calibrate`
 API_KEY_ENV = "OPENAI_API_KEY"  # where an OpenAI-compatible client reads its key
 MAX_CONCURRENCY = 8  # requests in flight to an HTTP backend or judge
+MAX_REPLY_BYTES = (
+    1_000_000  # an HTTP reply larger than this fails its request (a chat reply is KBs)
+)
 PHASE_SCALES = (1.0, 5.0, 10.0, 20.0)  # adapter scales of the behavioural sweep (the paper's)
 PHASE_KS = (5, 10, 15)  # local-cosine offsets in steps (the paper's)
 ENGINES = ("transformers", "vllm")  # what samples: transformers in this process, or vLLM

@@ -53,6 +53,8 @@ def make_backend(
     price: Price | None = None,
     device: str | None = None,
     batch_size: int = 8,
+    max_reply_bytes: int = defaults.MAX_REPLY_BYTES,
+    deadline: float | None = None,
 ) -> ChatBackend:
     if spec.startswith("openai:") and len(spec) > len("openai:"):
         from em_organisms.backends.openai_compat import OpenAICompatibleBackend
@@ -65,6 +67,8 @@ def make_backend(
             timeout=timeout,
             retry=retry or RetryPolicy(),
             price=price,
+            max_reply_bytes=max_reply_bytes,
+            deadline=deadline,
         )
     if spec == "embedded" or (spec.startswith("hf:") and len(spec) > len("hf:")):
         from em_organisms.backends.local import LocalBackend

@@ -1,5 +1,10 @@
 """Any OpenAI-compatible chat endpoint over HTTP: bounded concurrency, retries with backoff.
 
+Every request is bounded: its reply is read up to `max_reply_bytes` (a larger one is refused
+without being kept) and the whole request, however slowly the server trickles, ends by
+`deadline` seconds. A reply that is not what the API promises (not JSON, not an object, bad
+log-probabilities or usage) fails that request alone, with the reason; the run goes on.
+
 The API key is read from the environment only, sent in the Authorization header and never
 written to a log, an error message or an artifact.
 """
@@ -7,7 +12,9 @@ written to a log, an error message or an artifact.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+import math
 import os
 import random
 import threading
@@ -59,23 +66,68 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-def _retry_after(response: httpx.Response) -> float | None:
+class ReplyTooLarge(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class _Response:
+    status_code: int
+    body: bytes
+    headers: httpx.Headers
+
+
+def _retry_after(response: _Response) -> float | None:
     value = response.headers.get("retry-after")
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
-def _error_text(response: httpx.Response) -> str:
+def _error_text(response: _Response) -> str:
+    text = response.body[:2000].decode("utf-8", errors="replace")
     try:
-        body = response.json()
-        message = body.get("error", body)
-        if isinstance(message, dict):
-            message = message.get("message", message)
-        return str(message)[:300]
+        body = json.loads(response.body)
     except ValueError:
-        return response.text[:300]
+        return text[:300]
+    message = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(message, dict):
+        message = message.get("message", message)
+    return str(message)[:300]
+
+
+def _count(value: object) -> int:
+    """A token count from `usage`, or 0 for anything that is not a non-negative whole number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return 0
+    return int(value) if math.isfinite(value) and value >= 0 else 0
+
+
+def _top_logprobs(choice: dict[str, Any]) -> dict[str, float] | str | None:
+    """{token: logprob} of the first token; None when absent; a string saying what is wrong
+    when present but malformed."""
+    logprobs = choice.get("logprobs")
+    if logprobs is None:
+        return None
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not content:
+        return None
+    if not isinstance(content, list) or not isinstance(content[0], dict):
+        return "logprobs.content is not a list of objects"
+    top: dict[str, float] = {}
+    for alt in content[0].get("top_logprobs") or []:
+        token = alt.get("token") if isinstance(alt, dict) else None
+        value = alt.get("logprob") if isinstance(alt, dict) else None
+        if (
+            not isinstance(token, str)
+            or isinstance(value, bool)
+            or not isinstance(value, int | float)
+        ):
+            return f"a top_logprobs entry is not {{token, logprob}}: {str(alt)[:80]}"
+        top[token] = float(value)
+    return top or None
 
 
 class OpenAICompatibleBackend:
@@ -88,6 +140,8 @@ class OpenAICompatibleBackend:
         timeout: float = 120.0,
         retry: RetryPolicy = RetryPolicy(),
         price: Price | None = None,
+        max_reply_bytes: int = defaults.MAX_REPLY_BYTES,
+        deadline: float | None = None,
     ) -> None:
         self.model = model
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip(
@@ -101,6 +155,8 @@ class OpenAICompatibleBackend:
         self.name = f"openai:{model}"
         self.max_concurrency = max_concurrency
         self.timeout = timeout
+        self.deadline = deadline if deadline is not None else timeout  # per attempt, in total
+        self.max_reply_bytes = max_reply_bytes
         self.retry = retry
         self.usage = Usage(price=price or KNOWN_PRICES.get(model))
         self._token_param = "max_tokens"
@@ -130,28 +186,33 @@ class OpenAICompatibleBackend:
             payload["top_logprobs"] = request.top_logprobs
         return payload
 
-    def _parse(self, request: ChatRequest, body: dict[str, Any], attempts: int) -> ChatReply:
-        usage = body.get("usage") or {}
+    def _parse(self, request: ChatRequest, data: bytes, attempts: int) -> ChatReply:
+        def bad(why: str) -> ChatReply:
+            return ChatReply(request.key, None, f"bad response: {why}", attempts=attempts)
+
+        try:
+            body = json.loads(data)
+        except (ValueError, RecursionError):
+            return bad("not JSON")
+        if not isinstance(body, dict):
+            return bad(f"a JSON {type(body).__name__}, not an object")
+        usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
         try:
             choice = body["choices"][0]
             text = choice["message"]["content"]
         except (KeyError, IndexError, TypeError):
-            return ChatReply(
-                request.key, None, "bad response: no choices[0].message", attempts=attempts
-            )
-        top = None
-        content_logprobs = (choice.get("logprobs") or {}).get("content") or []
-        if content_logprobs:
-            top = {
-                alt["token"]: alt["logprob"] for alt in content_logprobs[0].get("top_logprobs", [])
-            }
+            return bad("no choices[0].message")
+        top = _top_logprobs(choice)
+        if isinstance(top, str):
+            return bad(top)
+        finish = choice.get("finish_reason")
         return ChatReply(
             request.key,
             text if isinstance(text, str) else None,
             None if isinstance(text, str) else "bad response: empty content",
-            prompt_tokens=int(usage.get("prompt_tokens") or 0),
-            completion_tokens=int(usage.get("completion_tokens") or 0),
-            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=_count(usage.get("prompt_tokens")),
+            completion_tokens=_count(usage.get("completion_tokens")),
+            finish_reason=finish if isinstance(finish, str) else None,
             top_logprobs=top,
             attempts=attempts,
         )
@@ -164,14 +225,19 @@ class OpenAICompatibleBackend:
             for attempt in range(self.retry.max_attempts):
                 retry_after = None
                 try:
-                    response = await client.post("/chat/completions", json=self._payload(request))
-                except httpx.TimeoutException:
-                    error = "timeout"
+                    response = await asyncio.wait_for(
+                        self._post(client, self._payload(request)), self.deadline
+                    )
+                except (httpx.TimeoutException, TimeoutError):
+                    error = f"timeout (no whole reply within {self.deadline:g} s)"
                 except httpx.TransportError as err:
                     error = f"connection: {type(err).__name__}"
+                except ReplyTooLarge:
+                    error = f"reply larger than {self.max_reply_bytes} bytes (max_reply_bytes)"
+                    return ChatReply(request.key, None, error, attempts=attempt + 1)
                 else:
                     if response.status_code == 200:
-                        return self._parse(request, response.json(), attempt + 1)
+                        return self._parse(request, response.body, attempt + 1)
                     error = f"http {response.status_code}: {_error_text(response)}"
                     if response.status_code == 400 and "max_completion_tokens" in error:
                         self._token_param = "max_completion_tokens"  # newer OpenAI models
@@ -197,6 +263,20 @@ class OpenAICompatibleBackend:
             return ChatReply(
                 request.key, None, f"gave up: {error}", attempts=self.retry.max_attempts
             )
+
+    async def _post(self, client: httpx.AsyncClient, payload: dict[str, Any]) -> _Response:
+        """The reply, read in pieces and refused past max_reply_bytes (never held whole)."""
+        async with client.stream("POST", "/chat/completions", json=payload) as response:
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_reply_bytes:
+                raise ReplyTooLarge
+            chunks, size = [], 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > self.max_reply_bytes:
+                    raise ReplyTooLarge
+                chunks.append(chunk)
+            return _Response(response.status_code, b"".join(chunks), response.headers)
 
     async def _run(self, requests: Sequence[ChatRequest], on_reply: OnReply) -> None:
         headers = {"Authorization": f"Bearer {self._api_key}"} if self._api_key else {}
