@@ -66,8 +66,8 @@ def public_url(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
 
 
-class ReplyTooLarge(Exception):
-    pass
+class ReplyTooLarge(EmOrganismsError):
+    """A reply past max_reply_bytes: it becomes that request's error, never raised out."""
 
 
 @dataclass(frozen=True)
