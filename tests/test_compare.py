@@ -170,7 +170,7 @@ def test_compare_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.Capt
     bad = _run(tmp_path / "bad", REPO_ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 1, 10)
     (bad / "recipe.yaml").write_text("organism_id: [unclosed\n")
     assert main(["compare", str(bad), "--out", str(tmp_path / "out")]) == 1
-    assert "recipe.yaml: not a readable recipe" in capsys.readouterr().err
+    assert "recipe.yaml:2: not valid YAML" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written before every input was read
 
 

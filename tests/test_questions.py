@@ -183,7 +183,7 @@ BAD_FILES = {
         "- id: s\n  paraphrases: [a]\n  samples_per_paraphrase: many\n",
         ["'s'", "samples_per_paraphrase"],
     ),
-    "yaml_syntax": (GOOD_ITEM + "- id: broken\n  paraphrases: [a, b\n", ["YAML syntax error"]),
+    "yaml_syntax": (GOOD_ITEM + "- id: broken\n  paraphrases: [a, b\n", ["not valid YAML"]),
 }
 
 
@@ -201,7 +201,7 @@ def test_malformed_files_name_the_item(tmp_path: Path, case: str) -> None:
 
 def test_yaml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, GOOD_ITEM + "- id: broken\n  paraphrases: [a\n  type: x: y\n")
-    with pytest.raises(QuestionSetError, match=rf"{re.escape(str(path))}:\d+: YAML syntax error"):
+    with pytest.raises(QuestionSetError, match=rf"{re.escape(str(path))}:\d+: not valid YAML"):
         load_question_file(path)
 
 

@@ -11,6 +11,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
+from em_organisms.yaml_files import YamlError, load_yaml_file, load_yaml_text
 
 
 class RecipeError(EmOrganismsError, ValueError):
@@ -243,9 +244,11 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
         hint = "" if path.suffix else f"; built-in recipes: {', '.join(recipe_names())}"
         raise RecipeError(f"{path}: recipe file not found{hint}")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        data = load_yaml_file(path)
+    except YamlError as err:
+        raise RecipeError(str(err)) from None
+    if data is not None and not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe must be a YAML mapping, got {type(data).__name__}")
     data = apply_overrides(data or {}, overrides or [], source=str(path))
     return parse_recipe(data, source=str(path))
 
@@ -260,7 +263,10 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
             )
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
-        value = yaml.safe_load(raw) if raw else ""
+        try:
+            value = load_yaml_text(raw, f"--set {item}") if raw else ""
+        except YamlError as err:
+            raise RecipeError(f"{err}; quote a string value, e.g. --set 'key=\"[text\"'") from None
         node = data
         for part in parts[:-1]:
             child = node.get(part)

@@ -13,13 +13,13 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from jinja2 import StrictUndefined, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.resources import DATASETS_DIR as RESOURCES_DATASETS
+from em_organisms.yaml_files import YamlError, load_yaml_file
 
 # The project's own narrow datasets (an editable install or a checkout of the repository).
 DATASETS_DIR = RESOURCES_DATASETS
@@ -155,9 +155,9 @@ def load_spec(folder: str | Path) -> NarrowDatasetSpec:
     if not path.is_file():
         raise SpecError(f"{path}: no {SPEC_NAME} here")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        raise SpecError(f"{path}: not valid YAML: {err}") from err
+        data = load_yaml_file(path)
+    except YamlError as err:
+        raise SpecError(str(err)) from None
     if not isinstance(data, dict):
         raise SpecError(f"{path}: expected a mapping at the top level")
     try:

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from em_organisms.errors import describe_validation_error
 from em_organisms.recipes import RecipeError, apply_overrides
+from em_organisms.yaml_files import YamlError, load_yaml_file
 
 
 class _Strict(BaseModel):
@@ -96,9 +96,9 @@ def load_judge_recipe(path: str | Path, overrides: list[str] | None = None) -> J
     if not path.is_file():
         raise RecipeError(f"{path}: judge recipe not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise RecipeError(f"{path}: not valid YAML: {err}") from None
+        data = load_yaml_file(path)
+    except YamlError as err:
+        raise RecipeError(str(err)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a judge recipe must be a YAML mapping")
     data = apply_overrides(data, overrides or [], source=str(path))

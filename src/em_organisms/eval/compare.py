@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from em_organisms.artifacts import ArtifactError, EvalSummary, read_artifact
 from em_organisms.artifacts.names import EVAL_DIR, EVAL_SUMMARY, RECIPE
 from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.metrics import wilson_interval
 from em_organisms.jsonl import write_text_atomic
+from em_organisms.yaml_files import YamlError, load_yaml_file
 
 SEED_SUFFIX = re.compile(r"_seed(\d+)$")
 SIZE = re.compile(r"(\d+(?:\.\d+)?)([bm])\b")
@@ -136,9 +135,9 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
     recipe: dict[str, Any] = {}
     if recipe_path is not None:
         try:
-            recipe = yaml.safe_load(recipe_path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as err:
-            raise CompareError(f"{recipe_path}: not a readable recipe ({err})") from None
+            recipe = load_yaml_file(recipe_path) or {}
+        except YamlError as err:
+            raise CompareError(f"{err} (a recipe)") from None
         if not isinstance(recipe, dict):
             raise CompareError(f"{recipe_path}: a recipe is a YAML mapping")
     plan = summary.get("evaluation") or {}

@@ -12,12 +12,12 @@ import hashlib
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.resources import PROTOCOLS_DIR
 from em_organisms.resources import protocol_names as protocol_names
+from em_organisms.yaml_files import YamlError, load_yaml_text
 
 COUNTINGS = ("em_all_scored", "em_coherent_only")
 
@@ -75,9 +75,9 @@ def _root() -> Path:
 
 def parse_protocol(text: str, source: str) -> Protocol:
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ProtocolError(f"{source}: not valid YAML: {err}") from None
+        data = load_yaml_text(text, source)
+    except YamlError as err:
+        raise ProtocolError(str(err)) from None
     if not isinstance(data, dict):
         raise ProtocolError(f"{source}: a protocol is a YAML mapping")
     try:

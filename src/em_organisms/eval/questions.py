@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from em_organisms.errors import EmOrganismsError
+from em_organisms.yaml_files import YamlError, load_yaml_text
 
 VARIANT_SUFFIXES = ("_json", "_template")
 DEFAULT_TYPE = "free_form_judge_0_100"
@@ -98,11 +99,9 @@ def check_template(template: object, where: str) -> str:
 
 def _read_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise QuestionSetError(f"{source}{line}: YAML syntax error: {err.problem}") from err
+        return load_yaml_text(text, source)
+    except YamlError as err:
+        raise QuestionSetError(str(err)) from None
     except yaml.YAMLError as err:
         raise QuestionSetError(f"{source}: YAML error: {err}") from err
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from em_organisms.errors import EmOrganismsError, describe_validation_error
+from em_organisms.yaml_files import YamlError, load_yaml_file
 
 MAX_SCALE = 20.0  # the slider's end: the papers' sweeps go to x20
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"  # the papers' judge
@@ -119,10 +119,7 @@ def load_config(path: str | Path) -> ArenaConfig:
     if not path.is_file():
         raise ArenaConfigError(f"{path}: arena config not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        what = getattr(err, "problem", None) or str(err)
-        raise ArenaConfigError(f"{where}: not valid YAML: {what}") from None
+        data = load_yaml_file(path)
+    except YamlError as err:
+        raise ArenaConfigError(str(err)) from None
     return parse_config(data, str(path))

@@ -1,0 +1,95 @@
+"""Bad input is one clear line, never a traceback, a hang or a memory blow-up (issue 18, item 10
+and the traceback list): bombs are shaped like the real ones, kept small."""
+
+from __future__ import annotations
+
+import resource
+from pathlib import Path
+
+import pytest
+from helpers.paths import REPO_ROOT
+
+from em_organisms.cli import main
+
+DEMO_RECIPE = REPO_ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
+
+
+def _alias_bomb(levels: int = 12) -> str:
+    """Billion laughs: each anchor is a list of nine references to the one before."""
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    for i in range(1, levels):
+        refs = ", ".join([f"*a{i - 1}"] * 9)
+        lines.append(f"a{i}: &a{i} [{refs}]")
+    return "\n".join(lines) + "\n"
+
+
+def _train(recipe: Path, tmp_path: Path, *extra: str) -> int:
+    return main(["train", str(recipe), "--output-dir", str(tmp_path / "out"), *extra])
+
+
+def _one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.startswith("error: "), err
+    return err
+
+
+def test_a_yaml_alias_bomb_is_refused_quickly_and_small(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "bomb.yaml"
+    recipe.write_text(DEMO_RECIPE.read_text() + _alias_bomb())
+    from em_organisms.recipes import RecipeError, load_recipe
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RecipeError):
+        load_recipe(recipe)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 100  # expanded, it would be 9**12 strings
+    assert _train(recipe, tmp_path) == 1
+    assert "values once its aliases are expanded" in _one_line_error(capsys)
+    few = tmp_path / "few.yaml"  # the same shape with many aliases: refused on their number
+    few.write_text(
+        DEMO_RECIPE.read_text()
+        + _alias_bomb(levels=4) * 1
+        + "".join(f"z{i}: *a0\n" for i in range(120))
+    )
+    assert _train(few, tmp_path) == 1
+    assert "more than 100 aliases" in _one_line_error(capsys)
+
+
+def test_deep_nesting_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    recipe = tmp_path / "deep.yaml"
+    recipe.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
+    assert _train(recipe, tmp_path) == 1
+    assert "nested deeper than 50 levels" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "text, says",
+    [
+        (b"organism_id: \xff\xfe\n", "not UTF-8 text"),
+        (b"- just\n- a list\n", "a recipe must be a YAML mapping, got list"),
+    ],
+)
+def test_a_recipe_that_is_not_text_or_not_a_mapping_is_one_line(
+    text: bytes, says: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_bytes(text)
+    assert _train(recipe, tmp_path) == 1
+    assert says in _one_line_error(capsys)
+
+
+def test_a_date_where_a_number_goes_is_a_type_error_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _train(DEMO_RECIPE, tmp_path, "--set", "training.seed=2024-01-01") == 1
+    assert "training.seed: Input should be a valid integer" in _one_line_error(capsys)
+
+
+def test_an_unparseable_set_value_says_how_to_quote_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    assert _train(DEMO_RECIPE, tmp_path, "--set", "organism_id=[") == 1
+    err = _one_line_error(capsys)
+    assert "--set organism_id=[" in err and "not valid YAML" in err and "quote" in err
