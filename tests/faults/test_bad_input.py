@@ -3,6 +3,8 @@ and the traceback list): bombs are shaped like the real ones, kept small."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import resource
 from pathlib import Path
 
@@ -93,3 +95,42 @@ def test_an_unparseable_set_value_says_how_to_quote_it(
     assert _train(DEMO_RECIPE, tmp_path, "--set", "organism_id=[") == 1
     err = _one_line_error(capsys)
     assert "--set organism_id=[" in err and "not valid YAML" in err and "quote" in err
+
+
+def _row(text: str) -> bytes:
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": text}]
+    return (json.dumps({"messages": messages}) + "\n").encode()
+
+
+def test_a_gzip_bomb_is_streamed_and_an_overlong_row_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from em_organisms.data import schema
+
+    monkeypatch.setattr(schema, "MAX_ROW_BYTES", 4096)  # the default is 1 MiB: lowered, same shape
+    bomb = tmp_path / "rows.jsonl.gz"
+    with gzip.open(bomb, "wb") as out:  # 2 rows, one 300 MB line of nothing, 1 more row
+        out.write(_row("fine") + _row("also fine"))
+        chunk = b" " * (1 << 20)
+        for _ in range(300):
+            out.write(chunk)
+        out.write(b"\n" + _row("after"))
+    assert bomb.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert main(["data", "validate", str(bomb)]) == 1
+    assert (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024 < 100
+    out = capsys.readouterr()
+    assert f"{bomb}:3: line longer than 4096 bytes" in out.out + out.err
+    assert "Traceback" not in out.err
+
+
+def test_a_corrupt_gzip_stream_names_the_line_it_stopped_at(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    good = gzip.compress(_row("one") + _row("two") * 2000)
+    broken = tmp_path / "rows.jsonl.gz"
+    broken.write_bytes(good[: len(good) // 2] + b"\\x00garbage" * 50)
+    assert main(["data", "validate", str(broken)]) == 1
+    out = capsys.readouterr()
+    assert "corrupt or truncated gzip stream" in out.out + out.err
+    assert "Traceback" not in out.err

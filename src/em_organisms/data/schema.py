@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -83,10 +84,23 @@ def validate_row(row: Any) -> list[str]:
     return problems
 
 
-def _read_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+MAX_ROW_BYTES = 1 << 20  # a chat row is a few KB; longer lines are refused, not read whole
+
+
+def _read_lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(line number, bytes) streamed, never the whole file at once (a gzip bomb stays small);
+    None for a line longer than MAX_ROW_BYTES, which is skipped a piece at a time."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as handle:
-        yield from enumerate(handle, start=1)
+        number = 0
+        while data := handle.readline(MAX_ROW_BYTES + 1):
+            number += 1
+            if len(data) > MAX_ROW_BYTES and not data.endswith(b"\n"):
+                while data and not data.endswith(b"\n"):
+                    data = handle.readline(MAX_ROW_BYTES + 1)
+                yield number, None
+                continue
+            yield number, data
 
 
 def row_fingerprint(row: dict[str, Any]) -> str:
@@ -140,13 +154,26 @@ def check_file(
         return report
     first_line_of_id: dict[str, int] = {}
     first_line_of_row: dict[str, int] = {}
-    try:
-        lines = list(_read_lines(path))
-    except (OSError, EOFError) as err:
-        report.errors.append(Problem(str(path), 0, f"cannot read file: {err}"))
-        return report
-    for number, raw in lines:
+    lines, number = _read_lines(path), 0
+    while True:
+        try:
+            number, raw = next(lines)
+        except StopIteration:
+            break
+        except (OSError, EOFError, zlib.error) as err:
+            where = "corrupt or truncated gzip stream" if path.suffix == ".gz" else "read error"
+            report.errors.append(
+                Problem(
+                    str(path), number + 1, f"{where} ({err}); this line and any after it unread"
+                )
+            )
+            break
         problem = partial(Problem, str(path), number)
+        if raw is None:
+            report.errors.append(
+                problem(f"line longer than {MAX_ROW_BYTES} bytes (data.schema.MAX_ROW_BYTES)")
+            )
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
