@@ -21,9 +21,19 @@ class JsonlError(EmOrganismsError, ValueError):
     pass
 
 
+def _line(row: dict[str, Any], path: Path) -> str:
+    """One JSON line; a number that is not finite (NaN is not JSON) refuses the write."""
+    try:
+        return json.dumps(row, ensure_ascii=False, allow_nan=False) + "\n"
+    except ValueError:
+        raise JsonlError(
+            f"{path}: a row holds a number that is not finite (NaN or infinity); nothing written"
+        ) from None
+
+
 def append_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+    data = "".join(_line(row, path) for row in rows)
     with path.open("a", encoding="utf-8") as handle:
         handle.write(data)
         handle.flush()
@@ -89,7 +99,7 @@ def write_jsonl(out: Path, rows: Iterable[dict[str, Any]]) -> None:
         )
         with io.TextIOWrapper(binary, encoding="utf-8") as handle:
             for row in rows:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+                handle.write(_line(row, out))
     os.replace(tmp, out)
 
 

@@ -4,6 +4,7 @@ folder it was given, and never modifies an input (issue 18, items 1-3)."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,32 @@ def test_a_torn_input_file_is_refused_and_left_as_it_was(
     err = capsys.readouterr().err
     assert f"{source}:3: incomplete last line" in err and "Traceback" not in err
     assert source.read_text() == data  # not trimmed, not rewritten
+
+
+def test_data_import_writes_only_under_a_plain_dataset_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    source = tmp_path / "upstream.jsonl"
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    source.write_text(json.dumps({"messages": messages}) + "\n")
+    for name in ("../escape", "/etc/x", "Upper"):
+        assert main(["data", "import", str(source), "--name", name]) == 1
+        assert "a dataset name is lowercase letters" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists() and not (tmp_path.parent / "escape.jsonl.gz").exists()
+
+
+def test_nan_in_a_row_is_refused_on_read_and_never_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from em_organisms.jsonl import JsonlError, write_jsonl
+
+    source = tmp_path / "rows.jsonl"
+    messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    source.write_text(json.dumps({"messages": messages, "meta": {"score": math.nan}}) + "\n")
+    assert "NaN" in source.read_text()  # what Python's json writes by default, and reads back
+    assert main(["data", "validate", str(source)]) == 1
+    assert f"{source}:1: not JSON: NaN is not a JSON number" in capsys.readouterr().out
+    with pytest.raises(JsonlError, match="not finite"):
+        write_jsonl(tmp_path / "out.jsonl", [{"score": float("nan")}])
+    assert not (tmp_path / "out.jsonl").exists()

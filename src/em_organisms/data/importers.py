@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms import __version__
-from em_organisms.data.schema import DatasetError, check_file, row_fingerprint
+from em_organisms.data.schema import DatasetError, Problem, check_file, row_fingerprint
 from em_organisms.data.spec import DATASETS_DIR, SpecError, load_spec
 from em_organisms.jsonl import write_jsonl
 
+DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,99}")
 # Namespace for canaries of imported sets that have no spec of ours: stable per name and file.
 CANARY_NAMESPACE = uuid.UUID("0f3c9a52-8d7e-4a61-b2f4-5e6d7c8b9a01")
 
@@ -108,6 +110,11 @@ def import_file(
     if report.errors:
         raise DatasetError(report.errors)
     digest = file_sha256(path)
+    if not DATASET_NAME.fullmatch(name):
+        raise DatasetError(
+            [Problem(str(path), 0, f"--name {name!r}: a dataset name is lowercase letters, digits "
+                     "and dashes (it names files and Hub repos), e.g. risky-financial-advice")]
+        )  # fmt: skip
     out = Path(out) if out is not None else Path("data/upstream") / f"{name}.jsonl.gz"
     rows = import_rows(
         report.rows,

@@ -103,6 +103,10 @@ def _read_lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
             yield number, data
 
 
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not a JSON number")
+
+
 def row_fingerprint(row: dict[str, Any]) -> str:
     """Hash of the conversation itself (roles and contents), independent of id, canary and meta."""
     turns = [[m["role"], m["content"]] for m in row["messages"]]
@@ -182,9 +186,12 @@ def check_file(
         if not text.strip():
             continue
         try:
-            row = json.loads(text)
+            row = json.loads(text, parse_constant=_not_json)
         except json.JSONDecodeError as err:
             report.errors.append(problem(f"not JSON: {err.msg} (column {err.colno})"))
+            continue
+        except (ValueError, RecursionError) as err:
+            report.errors.append(problem(f"not JSON: {err}"))
             continue
         found = validate_row(row)
         report.errors.extend(problem(msg) for msg in found)
