@@ -137,3 +137,27 @@ def test_nan_in_a_row_is_refused_on_read_and_never_written(
     with pytest.raises(JsonlError, match="not finite"):
         write_jsonl(tmp_path / "out.jsonl", [{"score": float("nan")}])
     assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize("how", ["plain", "json-escaped", "tensor metadata"])
+def test_a_secret_is_never_staged_however_it_is_written(
+    how: str, organism: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    from safetensors.torch import load_file, save_file
+
+    secret = "ghp_Xz9secretvalue/with/slashes"
+    monkeypatch.setenv("GITHUB_PAT", secret)
+    if how == "tensor metadata":
+        weights = organism / "adapter_model.safetensors"
+        save_file(load_file(weights), weights, metadata={"note": secret})
+    else:
+        written = secret if how == "plain" else json.dumps(secret).replace("/", "\\/")
+        if how == "json-escaped":
+            written = written.replace("X", "\\u0058")
+        (organism / "training_log.jsonl").write_text(
+            f'{{"step": 1, "note": "{written.strip(chr(34))}"}}\n'
+        )
+    assert _release(organism, tmp_path / "staging") == 1
+    err = capsys.readouterr().err
+    assert "holds the value of environment variable GITHUB_PAT" in err and secret not in err

@@ -4,12 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD")  # anywhere in the name
+SECRET_NAME_WORDS = {"PAT", "PASSWD", "PWD", "CREDENTIALS", "AUTH"}  # whole words (GITHUB_PAT)
 MIN_SECRET_LENGTH = 8
+_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def _secret_name(name: str) -> bool:
+    upper = name.upper()
+    words = set(re.split(r"[^A-Z0-9]+", upper))
+    return any(part in upper for part in SECRET_NAME_PARTS) or bool(words & SECRET_NAME_WORDS)
+
+
+def unescaped(text: str) -> str:
+    """TEXT with JSON/Python escapes undone (\\uXXXX, \\/), so an escaped secret is still seen."""
+    return _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text).replace("\\/", "/")
+
+
+def holds_secret(text: str, value: str) -> bool:
+    return value in text or value in unescaped(text)
 
 
 def secret_values() -> dict[str, str]:
@@ -21,8 +39,7 @@ def secret_values() -> dict[str, str]:
     found = {
         f"environment variable {name}": value
         for name, value in os.environ.items()
-        if any(part in name.upper() for part in SECRET_NAME_PARTS)
-        and len(value) >= MIN_SECRET_LENGTH
+        if _secret_name(name) and len(value) >= MIN_SECRET_LENGTH
     }
     token = get_token()
     if token and len(token) >= MIN_SECRET_LENGTH and token not in found.values():

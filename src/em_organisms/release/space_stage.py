@@ -20,7 +20,7 @@ from typing import Any
 from huggingface_hub import SpaceCard
 
 from em_organisms.release.hub import MANIFEST, write_manifest
-from em_organisms.release.safety import clear_staging_dir, secret_values
+from em_organisms.release.safety import clear_staging_dir, holds_secret, secret_values
 from em_organisms.release.space_card import (
     ALLOWED,
     ARENA_CONFIG,
@@ -106,14 +106,14 @@ def stage_space(
         problems += arena_config_problems(source / ARENA_CONFIG, card)
     secrets = secret_values()
     for path in files.values():
-        data = path.read_bytes()
+        data = path.read_bytes().decode("utf-8", errors="replace")
         for label, value in secrets.items():
-            if value.encode("utf-8", "surrogateescape") in data:
+            if holds_secret(data, value):
                 problems.append(f"{path}: holds the value of {label}; remove it")
     problems += [
         f"README.md (rendered card): holds the value of {label}"
         for label, value in secrets.items()
-        if value in text
+        if holds_secret(text, value)
     ]
     if problems:
         raise SpaceError("refusing to stage the Space:\n" + "\n".join(problems))

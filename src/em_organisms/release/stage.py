@@ -30,7 +30,12 @@ from em_organisms.release.card import (
     render_organism_card,
 )
 from em_organisms.release.hub import MANIFEST, write_manifest
-from em_organisms.release.safety import local_markers, prepare_staging_dir, secret_values
+from em_organisms.release.safety import (
+    holds_secret,
+    local_markers,
+    prepare_staging_dir,
+    secret_values,
+)
 
 WEIGHT_FILES = (
     names.ADAPTER_CONFIG,
@@ -54,6 +59,9 @@ CHECKPOINT_FILES = WEIGHT_FILES
 EVAL_FILES = (names.EVAL_SUMMARY, "report.md", names.CALIBRATION, "*.png")
 # What a staged folder may hold, wherever it came from (a hand-edited staging folder included).
 STAGED_FILES = (*ORGANISM_FILES, "README.md", names.RECIPE, MANIFEST, f"{names.EVAL_DIR}/*")
+
+
+MAX_SAFETENSORS_HEADER = 100_000_000  # safetensors' own limit on the JSON header
 
 
 class ReleaseError(EmOrganismsError, RuntimeError):
@@ -164,12 +172,17 @@ def check_publishable(folder: Path, patterns: tuple[str, ...] = STAGED_FILES) ->
             raise ReleaseError(f"{path}: not a file a release publishes (allowed: {patterns})")
         with path.open("rb") as stream:
             if path.suffix == ".safetensors":  # only the JSON header holds text, not the weights
-                data = stream.read(int.from_bytes(stream.read(8), "little"))
+                size = int.from_bytes(stream.read(8), "little")
+                if size > MAX_SAFETENSORS_HEADER:
+                    raise ReleaseError(
+                        f"{path}: a safetensors header of {size} bytes; not published"
+                    )
+                data = stream.read(size)
             else:
                 data = stream.read()
         text = data.decode("utf-8", errors="replace")
         for label, value in secrets.items():
-            if value in text:
+            if holds_secret(text, value):
                 raise ReleaseError(f"{path}: holds the value of {label}; not published")
         for marker in markers:
             if marker in text:
