@@ -287,6 +287,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        # a path the user gave that cannot be written or read as asked: theirs to fix
+        if args.debug:
+            raise
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"error: {where}{err.strerror or err}; choose another path", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

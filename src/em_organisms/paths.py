@@ -13,6 +13,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from em_organisms.errors import EmOrganismsError
+
 RUNS_ENV = "EM_ORGANISMS_RUNS_DIR"
 
 
@@ -22,3 +24,44 @@ def runs_dir() -> Path:
 
 def organism_dir(organism_id: str) -> Path:
     return runs_dir() / organism_id
+
+
+class OutputPathError(EmOrganismsError, ValueError):
+    """An output path that cannot be written as asked (found before any work starts)."""
+
+
+def _blocked_by_file(path: Path) -> Path | None:
+    for parent in [path, *path.parents]:
+        if parent.exists():
+            return parent if not parent.is_dir() else None
+    return None
+
+
+def check_output_file(path: Path, flag: str = "--out") -> Path:
+    """PATH can become a file: not a folder, no file where a folder of it must be, writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path}: a folder; name a file inside it")
+    blocker = _blocked_by_file(path.parent)
+    if blocker is not None:
+        raise OutputPathError(
+            f"{flag} {path}: {blocker} is a file, not a folder; choose another path"
+        )
+    existing = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose another path")
+    return path
+
+
+def check_output_dir(path: Path, flag: str = "--out") -> Path:
+    """PATH can be (or is) a folder we write into."""
+    path = Path(path)
+    blocker = _blocked_by_file(path)
+    if blocker is not None:
+        raise OutputPathError(
+            f"{flag} {path}: {blocker} is a file, not a folder; choose another path"
+        )
+    existing = next((p for p in [path, *path.parents] if p.exists()), None)
+    if existing is not None and not os.access(existing, os.W_OK):
+        raise OutputPathError(f"{flag} {path}: {existing} is not writable; choose another path")
+    return path

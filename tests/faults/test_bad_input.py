@@ -134,3 +134,19 @@ def test_a_corrupt_gzip_stream_names_the_line_it_stopped_at(
     out = capsys.readouterr()
     assert "corrupt or truncated gzip stream" in out.out + out.err
     assert "Traceback" not in out.err
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_an_output_path_that_cannot_be_written_is_one_line(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "samples.jsonl" if where == "under a file" else tmp_path
+    argv = ["sample", "embedded", "--questions", "general", "--n", "1", "--max-new-tokens", "2",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 1
+    err = _one_line_error(capsys)  # refused before the model loaded: nothing else was printed
+    says = "is a file, not a folder" if where == "under a file" else "a folder; name a file"
+    assert says in err and str(tmp_path) in err
+    assert blocker.read_text() == "not a folder"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from em_organisms import defaults
 from em_organisms.argtypes import integer, number
-from em_organisms.paths import runs_dir
+from em_organisms.paths import check_output_dir, check_output_file, runs_dir
 
 AddParser = Callable[[str, str], argparse.ArgumentParser]
 
@@ -184,6 +184,7 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
 def _cmd_sample(args: argparse.Namespace) -> int:
     from em_organisms.eval.sampler import Sampler
 
+    check_output_file(args.out)
     plan = _plan(args, args.model)
     subject, engine = _subject_and_engine(args.model, args)
     models = (
@@ -232,6 +233,8 @@ def _cmd_judge(args: argparse.Namespace) -> int:
     from em_organisms.eval.calibration import calibrate, calibration_line
     from em_organisms.eval.judge_samples import judge_file
 
+    if args.out is not None:
+        (check_output_dir if str(args.samples) == "calibrate" else check_output_file)(args.out)
     if args.protocol is None and str(args.samples) != "calibrate":
         args.protocol = _sampled_protocol(args.samples)
     plan = _plan(args, None, args.judge_prompts)
@@ -270,6 +273,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     from em_organisms.jsonl import read_jsonl
     from em_organisms.judges.distilled import agreement_of_rows
 
+    check_output_dir(args.out)
+
     rows = read_jsonl(args.judged)
     calibration = read_calibration(args.calibration) if args.calibration else None
     write_report(
@@ -299,6 +304,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plan:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
+    if args.out is not None:
+        check_output_dir(args.out)
     subject, engine = _subject_and_engine(str(args.recipe), args)
     out = args.out or (Path(subject.adapter or runs_dir()) / "eval")
     try:
