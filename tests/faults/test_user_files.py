@@ -161,3 +161,12 @@ def test_a_secret_is_never_staged_however_it_is_written(
     assert _release(organism, tmp_path / "staging") == 1
     err = capsys.readouterr().err
     assert "holds the value of environment variable GITHUB_PAT" in err and secret not in err
+
+
+def test_secret_names_are_words_not_fragments() -> None:
+    from em_organisms.release.safety import _secret_name
+
+    for name in ("HF_TOKEN", "OPENAI_API_KEY", "GITHUB_PAT", "DB_PASSWD", "MY_AUTH"):
+        assert _secret_name(name), name
+    for name in ("PATH", "PYTHONPATH", "PWD", "OLDPWD", "HOME", "AUTHOR"):  # not secrets
+        assert not _secret_name(name), name

@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 SECRET_NAME_PARTS = ("TOKEN", "KEY", "SECRET", "PASSWORD")  # anywhere in the name
-SECRET_NAME_WORDS = {"PAT", "PASSWD", "PWD", "CREDENTIALS", "AUTH"}  # whole words (GITHUB_PAT)
+SECRET_NAME_WORDS = {
+    "PAT",
+    "PASSWD",
+    "CREDENTIALS",
+    "AUTH",
+}  # whole words (GITHUB_PAT; not PWD, the shell's folder)
 MIN_SECRET_LENGTH = 8
 _ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
