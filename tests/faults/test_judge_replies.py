@@ -42,6 +42,11 @@ def _completion(score: int, logprob: object = -0.01, usage: object = None) -> by
     return json.dumps(body).encode()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 resets connections when the judge opens 16 at once
+    daemon_threads = True
+
+
 class FaultServer:
     """Answers `fault:KIND` prompts with that fault and `score:N` prompts with N."""
 
@@ -78,7 +83,7 @@ class FaultServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _Server(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
