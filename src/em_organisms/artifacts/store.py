@@ -14,6 +14,7 @@ from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.jsonl import write_text_atomic
 
 A = TypeVar("A", bound=Artifact)
+V = TypeVar("V", bound=BaseModel)
 
 
 class ArtifactError(EmOrganismsError, ValueError):
@@ -85,20 +86,19 @@ def read_model_origin(folder: str | Path) -> ModelOrigin | None:
     path = Path(folder) / names.MODEL_ORIGIN
     if not path.is_file():
         return None
-    data = read_json_object(path, 'a model origin ({"hub_id": "org/name"})')
-    try:
-        return ModelOrigin.model_validate(data)
-    except ValidationError as err:
-        message = describe_validation_error(str(path), "model origin", err, ModelOrigin)
-        raise ArtifactError(message) from None
+    return _read_view(path, ModelOrigin, "model origin", 'a model origin ({"hub_id": "org/name"})')
 
 
 def read_adapter_config(folder: str | Path) -> AdapterConfig:
     """PEFT's adapter_config.json of FOLDER (a LoRA organism or checkpoint)."""
     path = Path(folder) / names.ADAPTER_CONFIG
-    data = read_json_object(path, "a PEFT adapter config")
+    return _read_view(path, AdapterConfig, "adapter config", "a PEFT adapter config")
+
+
+def _read_view(path: Path, model: type[V], name: str, what: str) -> V:
+    """PATH through a lenient, unversioned view of a file someone else owns (PEFT, a user)."""
+    data = read_json_object(path, what)
     try:
-        return AdapterConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as err:
-        message = describe_validation_error(str(path), "adapter config", err, AdapterConfig)
-        raise ArtifactError(message) from None
+        raise ArtifactError(describe_validation_error(str(path), name, err, model)) from None

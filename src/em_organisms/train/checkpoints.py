@@ -36,8 +36,8 @@ def last_complete_checkpoint(run_dir: Path) -> tuple[Checkpoint | None, list[str
     found = OrganismRun(run_dir).checkpoints()
     complete = [c for c in found if is_complete(c.folder)]
     last = complete[-1] if complete else None
-    skipped = [c.folder.name for c in found if last is None or c.step > last.step]
-    return last, [name for name in skipped if not is_complete(run_dir / name)]
+    # every checkpoint after the last complete one is, by that, incomplete
+    return last, [c.folder.name for c in found if last is None or c.step > last.step]
 
 
 def remove_unfinished_saves(run_dir: Path) -> list[str]:
