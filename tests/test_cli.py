@@ -55,7 +55,7 @@ def test_console_script_is_installed() -> None:
     assert "--resume" in out
 
 
-def test_bad_recipe_exits_1_with_clear_message(
+def test_bad_recipe_exits_2_with_clear_message(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     recipe = tmp_path / "r.yaml"
@@ -69,18 +69,18 @@ def test_bad_recipe_exits_1_with_clear_message(
             }
         )
     )
-    assert main(["train", str(recipe)]) == 1
+    assert main(["train", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "unknown key 'trainig'" in err and "allowed here:" in err
 
 
-def test_set_with_wrong_type_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_set_with_wrong_type_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     recipe = (
         Path(__file__).resolve().parents[1]
         / "organisms"
         / "smollm2-135m_risky-financial_r1-l15.yaml"
     )
-    assert main(["train", str(recipe), "--set", "training.max_steps=many"]) == 1
+    assert main(["train", str(recipe), "--set", "training.max_steps=many"]) == 2
     assert "training.max_steps" in capsys.readouterr().err
 
 
@@ -130,7 +130,7 @@ def test_an_error_is_one_line_and_debug_shows_the_traceback(
         / "smollm2-135m_risky-financial_r1-l15.yaml"
     )
     argv = ["eval", str(recipe), "--plan"]
-    assert main([*argv, "--protocol", "nope"]) == 1
+    assert main([*argv, "--protocol", "nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: unknown protocol 'nope'") and "Traceback" not in err
     with pytest.raises(ProtocolError):

@@ -160,16 +160,16 @@ def test_compare_pools_seeds_and_groups_by_dataset_and_size(
 
 def test_compare_refuses_what_it_cannot_read(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "empty").mkdir()
-    assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 1
+    assert main(["compare", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     assert "no summary.json (an eval folder) and no eval/summary.json" in capsys.readouterr().err
-    assert main(["compare", "not a path or id", "--out", str(tmp_path / "out")]) == 1
+    assert main(["compare", "not a path or id", "--out", str(tmp_path / "out")]) == 2
     assert "no such folder, and not a Hub id" in capsys.readouterr().err
     # a mistyped run folder is not looked up on the Hub
-    assert main(["compare", str(tmp_path / "runs-typo"), "--out", str(tmp_path / "out")]) == 1
+    assert main(["compare", str(tmp_path / "runs-typo"), "--out", str(tmp_path / "out")]) == 2
     assert "runs-typo: no such folder" in capsys.readouterr().err
     bad = _run(tmp_path / "bad", REPO_ROOT / "organisms" / "qwen2.5-7b_bad-medical_r32.yaml", 1, 10)
     (bad / "recipe.yaml").write_text("organism_id: [unclosed\n")
-    assert main(["compare", str(bad), "--out", str(tmp_path / "out")]) == 1
+    assert main(["compare", str(bad), "--out", str(tmp_path / "out")]) == 2
     assert "recipe.yaml:2: not valid YAML" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()  # nothing written before every input was read
 

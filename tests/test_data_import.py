@@ -70,7 +70,7 @@ def test_cli_import_refuses_a_bad_file_and_writes_nothing(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"messages": [{"role": "user", "content": "q"}]}\n')
     out = tmp_path / "out.jsonl"
-    assert main(["data", "import", str(bad), "--name", "x", "--out", str(out)]) == 1
+    assert main(["data", "import", str(bad), "--name", "x", "--out", str(out)]) == 2
     assert f"{bad}:1: no final assistant turn" in capsys.readouterr().err
     assert not out.exists()
 

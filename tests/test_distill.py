@@ -135,9 +135,9 @@ def test_a_second_distill_into_the_same_folder_is_refused(
     distilled: dict[str, Path], recipe: Path, capsys
 ) -> None:
     args = ["judge", "distill", str(recipe), "--data", str(distilled["data"]), "--output-dir", str(distilled["run"]), "--set", "data.sha256=null"]  # fmt: skip
-    assert main(args) == 1
+    assert main(args) == 2
     assert "already holds this student" in capsys.readouterr().err
-    assert main([*args, "--set", "head.epochs=5"]) == 1
+    assert main([*args, "--set", "head.epochs=5"]) == 2
     assert "another recipe" in capsys.readouterr().err
 
 
@@ -194,16 +194,16 @@ def test_bad_inputs_get_one_clear_line(distilled: dict[str, Path], tmp_path: Pat
     no_scores = tmp_path / "plain.jsonl"
     no_scores.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
     base = ["judge", "agreement", "--out", str(tmp_path / "o"), "--judge"]
-    assert main([*base, "distilled", "--reference", str(no_scores)]) == 1
+    assert main([*base, "distilled", "--reference", str(no_scores)]) == 2
     assert "no teacher scores" in capsys.readouterr().err
     raw = distilled["data"].read_bytes()
     cut = tmp_path / "cut.jsonl.gz"
     cut.write_bytes(raw[: len(raw) // 2])
-    assert main([*base, "distilled", "--reference", str(cut)]) == 1
+    assert main([*base, "distilled", "--reference", str(cut)]) == 2
     assert "gzip" in capsys.readouterr().err
-    assert main([*base, "nonsense:judge", "--reference", str(distilled["data"])]) == 1
+    assert main([*base, "nonsense:judge", "--reference", str(distilled["data"])]) == 2
     assert "unknown judge 'nonsense:judge'" in capsys.readouterr().err
-    assert main([*base, "distilled:/no/such/folder", "--reference", str(distilled["data"])]) == 1
+    assert main([*base, "distilled:/no/such/folder", "--reference", str(distilled["data"])]) == 2
     assert "no such folder" in capsys.readouterr().err
 
 

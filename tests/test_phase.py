@@ -183,7 +183,7 @@ def test_a_full_fine_tune_is_refused_with_the_reason(
     for folder in (run, run / "checkpoint-5", run / "checkpoint-10"):
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"not read")
-    assert main(["phase", str(run), "--out", str(tmp_path / "out"), "--no-sweep"]) == 1
+    assert main(["phase", str(run), "--out", str(tmp_path / "out"), "--no-sweep"]) == 2
     err = capsys.readouterr().err
     assert "a full fine-tune" in err and "weight delta is not implemented" in err
     assert not (tmp_path / "out" / "phase.json").exists()

@@ -222,7 +222,7 @@ def test_inheriting_the_models_generation_config_is_asked_for_and_recorded(
         assert row["generation"]["top_k"] == 20 and row["generation"]["repetition_penalty"] == 1.05
         assert row["protocol"]["name"] == "project" and row["protocol"]["as_published"] is False
     # the same file cannot be continued with other settings
-    assert main([*argv, "--device", "cpu"]) == 1
+    assert main([*argv, "--device", "cpu"]) == 2
     assert "generation is" in capsys.readouterr().err
 
 
@@ -327,7 +327,7 @@ def test_judge_follows_the_protocol_the_samples_record(
         json.dumps({"protocol": {"name": "betley"}}) + "\n" + json.dumps(rows[0]) + "\n"
     )
     argv = ["judge", str(samples), "--judge", "embedded", "--out", str(tmp_path / "j.jsonl")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "several protocols (betley, paper); pass --protocol" in capsys.readouterr().err
     samples.write_text(json.dumps({"answer": "from before protocols"}) + "\n")
     assert _sampled_protocol(samples) is None  # the project protocol then, as before

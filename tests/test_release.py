@@ -147,7 +147,7 @@ def test_refusals_are_clear(
         stage_release(recipe, organism["dir"], tmp_path / "s", repo_id=REPO)
     monkeypatch.delenv("MY_SERVICE_TOKEN")
     args = ["release", str(organism["recipe"]), "--organism-dir", str(organism["dir"])]
-    assert main([*args, "--repo-id", "not a repo id", "--dry-run"]) == 1
+    assert main([*args, "--repo-id", "not a repo id", "--dry-run"]) == 2
     assert "not a Hub id" in capsys.readouterr().err
     assert main([*args, "--repo-id", REPO, "--dry-run", "--staging-dir", str(tmp_path / "d")]) == 0
     out = capsys.readouterr().out

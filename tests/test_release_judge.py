@@ -152,14 +152,14 @@ def test_refusals_are_clear_and_touch_nothing(
     base = [str(student), "--repo-id", REPO, "--license", "mit", "--dry-run"]
 
     # a student over a local encoder needs the explicit flag
-    assert _release([*base, "--staging-dir", str(tmp_path / "s1")]) == 1
+    assert _release([*base, "--staging-dir", str(tmp_path / "s1")]) == 2
     assert "local encoder" in capsys.readouterr().err
 
     # a staging folder we did not make is never emptied
     theirs = tmp_path / "theirs"
     theirs.mkdir()
     (theirs / "notes.txt").write_text("mine")
-    assert _release([*base, "--allow-local-backbone", "--staging-dir", str(theirs)]) == 1
+    assert _release([*base, "--allow-local-backbone", "--staging-dir", str(theirs)]) == 2
     assert "not made by em-organisms" in capsys.readouterr().err
     assert (theirs / "notes.txt").read_text() == "mine"
 
@@ -169,12 +169,12 @@ def test_refusals_are_clear_and_touch_nothing(
     (copy / "NOTICE.md").unlink()
     (copy / "NOTICE.md").symlink_to(tmp_path / "theirs" / "notes.txt")
     args = [str(copy), "--repo-id", REPO, "--license", "mit", "--dry-run", "--allow-local-backbone"]
-    assert _release([*args, "--staging-dir", str(tmp_path / "s2")]) == 1
+    assert _release([*args, "--staging-dir", str(tmp_path / "s2")]) == 2
     assert "symbolic link" in capsys.readouterr().err
 
     # not a student at all
     (copy / "NOTICE.md").unlink()
-    assert _release([*args, "--staging-dir", str(tmp_path / "s3")]) == 1
+    assert _release([*args, "--staging-dir", str(tmp_path / "s3")]) == 2
     assert "missing NOTICE.md" in capsys.readouterr().err
 
     # weights that agreement.json does not measure
@@ -191,7 +191,7 @@ def test_refusals_are_clear_and_touch_nothing(
     )
     shutil.copy(REPO_ROOT / "judges" / "NOTICE-judge-data.md", tmp_path)
     assert _release([*base, "--allow-local-backbone", "--recipe", str(other),
-                     "--staging-dir", str(tmp_path / "s5")]) == 1  # fmt: skip
+                     "--staging-dir", str(tmp_path / "s5")]) == 2  # fmt: skip
     assert "distilled from recipe sha256" in capsys.readouterr().err
     assert _tree_sha256(student) == before
 

@@ -123,9 +123,9 @@ def test_engine_errors_are_clear(rank1_organism: Path, capsys: pytest.CaptureFix
     with pytest.raises(EngineError, match="unknown engine 'tgi'"):
         make_engine("tgi", subject)
     sample = ["sample", str(rank1_organism), "--questions", "general", "--out", "x.jsonl"]
-    assert main([*sample, "--vllm-option", "dtype=float32"]) == 1
+    assert main([*sample, "--vllm-option", "dtype=float32"]) == 2
     assert "--vllm-option needs --engine vllm" in capsys.readouterr().err
-    assert main([*sample, "--engine", "vllm", "--vllm-option", "gpu=1"]) == 1
+    assert main([*sample, "--engine", "vllm", "--vllm-option", "gpu=1"]) == 2
     assert "allowed keys" in capsys.readouterr().err
 
 

@@ -286,14 +286,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         # a path the user gave that cannot be written or read as asked: theirs to fix
         if args.debug:
             raise
         where = f"{err.filename}: " if err.filename else ""
         print(f"error: {where}{err.strerror or err}; choose another path", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

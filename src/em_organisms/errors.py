@@ -1,8 +1,13 @@
 """The one base of every error a user can cause: bad input, a missing file, a refused setting.
 
 `cli.main` catches `EmOrganismsError` once and prints its message as one line (what, where, how to
-fix) with exit status 1; `em-organisms --debug ...` shows the traceback instead. Each stage's error
-class also keeps its builtin base (ValueError, RuntimeError), so older callers still catch it.
+fix); `em-organisms --debug ...` shows the traceback instead. Each stage's error class also keeps
+its builtin base (ValueError, RuntimeError), so older callers still catch it.
+
+Exit statuses, as argparse and `git` use them: 2 when the input is wrong (a file, a field, a flag:
+fix it and rerun), 1 when the input was fine but the run did not succeed (`RunFailed`: too many
+judge replies failed, a remote refused). A check command that finds problems (`data validate`)
+exits 1 too: that is its answer, not an error of the command.
 """
 
 from __future__ import annotations
@@ -15,6 +20,14 @@ from pydantic import BaseModel, ValidationError
 
 class EmOrganismsError(Exception):
     """Something the user can fix; the message says what, where and how."""
+
+    exit_status = 2
+
+
+class RunFailed(EmOrganismsError):
+    """The input was good, but the run did not succeed; what it finished is kept."""
+
+    exit_status = 1
 
 
 def describe_validation_error(

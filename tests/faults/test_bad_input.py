@@ -47,7 +47,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly_and_small(
         load_recipe(recipe)
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
     assert grown_mib < 100  # expanded, it would be 9**12 strings
-    assert _train(recipe, tmp_path) == 1
+    assert _train(recipe, tmp_path) == 2
     assert "values once its aliases are expanded" in _one_line_error(capsys)
     few = tmp_path / "few.yaml"  # the same shape with many aliases: refused on their number
     few.write_text(
@@ -55,14 +55,14 @@ def test_a_yaml_alias_bomb_is_refused_quickly_and_small(
         + _alias_bomb(levels=4) * 1
         + "".join(f"z{i}: *a0\n" for i in range(120))
     )
-    assert _train(few, tmp_path) == 1
+    assert _train(few, tmp_path) == 2
     assert "more than 100 aliases" in _one_line_error(capsys)
 
 
 def test_deep_nesting_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     recipe = tmp_path / "deep.yaml"
     recipe.write_text("x: " + "[" * 5000 + "]" * 5000 + "\n")
-    assert _train(recipe, tmp_path) == 1
+    assert _train(recipe, tmp_path) == 2
     assert "nested deeper than 50 levels" in _one_line_error(capsys)
 
 
@@ -78,21 +78,21 @@ def test_a_recipe_that_is_not_text_or_not_a_mapping_is_one_line(
 ) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_bytes(text)
-    assert _train(recipe, tmp_path) == 1
+    assert _train(recipe, tmp_path) == 2
     assert says in _one_line_error(capsys)
 
 
 def test_a_date_where_a_number_goes_is_a_type_error_not_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert _train(DEMO_RECIPE, tmp_path, "--set", "training.seed=2024-01-01") == 1
+    assert _train(DEMO_RECIPE, tmp_path, "--set", "training.seed=2024-01-01") == 2
     assert "training.seed: Input should be a valid integer" in _one_line_error(capsys)
 
 
 def test_an_unparseable_set_value_says_how_to_quote_it(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    assert _train(DEMO_RECIPE, tmp_path, "--set", "organism_id=[") == 1
+    assert _train(DEMO_RECIPE, tmp_path, "--set", "organism_id=[") == 2
     err = _one_line_error(capsys)
     assert "--set organism_id=[" in err and "not valid YAML" in err and "quote" in err
 
@@ -145,7 +145,7 @@ def test_an_output_path_that_cannot_be_written_is_one_line(
     out = blocker / "samples.jsonl" if where == "under a file" else tmp_path
     argv = ["sample", "embedded", "--questions", "general", "--n", "1", "--max-new-tokens", "2",
             "--out", str(out)]  # fmt: skip
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = _one_line_error(capsys)  # refused before the model loaded: nothing else was printed
     says = "is a file, not a folder" if where == "under a file" else "a folder; name a file"
     assert says in err and str(tmp_path) in err

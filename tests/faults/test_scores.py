@@ -87,7 +87,7 @@ def test_recipe_values_out_of_range_are_refused_before_any_model_loads(
     override: str, field: str, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     argv = ["train", str(DEMO_RECIPE), "--set", override, "--output-dir", str(tmp_path / "o")]
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"  {field}: " in err and "Traceback" not in err
     assert not (tmp_path / "o").exists()
@@ -104,7 +104,7 @@ def test_an_unknown_optimizer_is_refused_before_any_model_loads(
         "--output-dir",
         str(tmp_path / "o"),
     ]
-    assert main(argv) == 1
+    assert main(argv) == 2
     assert "training.optim: 'bogus' is not an optimizer" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
 

@@ -49,11 +49,11 @@ def test_release_never_empties_a_folder_it_did_not_make(
     mine = tmp_path / "my-notes"
     mine.mkdir()
     (mine / "thesis.tex").write_text("two years of work")
-    assert _release(organism, mine) == 1
+    assert _release(organism, mine) == 2
     assert "refusing to empty it" in capsys.readouterr().err
     assert (mine / "thesis.tex").read_text() == "two years of work"
     for inside in (organism, organism / "checkpoint-5", organism.parent):
-        assert _release(organism, inside) == 1
+        assert _release(organism, inside) == 2
         assert "must be outside" in capsys.readouterr().err
     assert (organism / "adapter_model.safetensors").is_file()
     assert (organism / "checkpoint-5" / "adapter_model.safetensors").is_file()
@@ -104,7 +104,7 @@ def test_a_torn_input_file_is_refused_and_left_as_it_was(
         if command == "judge"
         else ["report", str(source), "--out", str(tmp_path / "report")]
     )
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert f"{source}:3: incomplete last line" in err and "Traceback" not in err
     assert source.read_text() == data  # not trimmed, not rewritten
@@ -118,7 +118,7 @@ def test_data_import_writes_only_under_a_plain_dataset_name(
     messages = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
     source.write_text(json.dumps({"messages": messages}) + "\n")
     for name in ("../escape", "/etc/x", "Upper"):
-        assert main(["data", "import", str(source), "--name", name]) == 1
+        assert main(["data", "import", str(source), "--name", name]) == 2
         assert "a dataset name is lowercase letters" in capsys.readouterr().err
     assert not (tmp_path / "data").exists() and not (tmp_path.parent / "escape.jsonl.gz").exists()
 
@@ -158,7 +158,7 @@ def test_a_secret_is_never_staged_however_it_is_written(
         (organism / "training_log.jsonl").write_text(
             f'{{"step": 1, "note": "{written.strip(chr(34))}"}}\n'
         )
-    assert _release(organism, tmp_path / "staging") == 1
+    assert _release(organism, tmp_path / "staging") == 2
     err = capsys.readouterr().err
     assert "holds the value of environment variable GITHUB_PAT" in err and secret not in err
 

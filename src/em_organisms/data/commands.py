@@ -140,7 +140,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
             )
         except PushError as err:
             print(f"error: {err}", file=sys.stderr)
-            return 1
+            return 2
         folder = args.staging_dir or runs_dir() / "staging" / "datasets" / args.repo_id
         for staged in stage_dataset(prepared, folder):
             print(f"would push: {staged} ({staged.stat().st_size} bytes)")
@@ -157,7 +157,10 @@ def _cmd_push(args: argparse.Namespace) -> int:
             private=not args.public,
             allow_ungated=args.no_gate,
         )
-    except (PushError, HfHubHTTPError) as err:
+    except PushError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except HfHubHTTPError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print("\n".join(result.lines()))

@@ -298,7 +298,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from em_organisms.eval.pipeline import UncalibratedJudgeError, evaluate_subject
+    from em_organisms.eval.pipeline import evaluate_subject
 
     plan = _plan(args, str(args.recipe), args.judge_prompts)
     if args.plan:
@@ -308,20 +308,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         check_output_dir(args.out)
     subject, engine = _subject_and_engine(str(args.recipe), args)
     out = args.out or (Path(subject.adapter or runs_dir()) / "eval")
-    try:
-        result = evaluate_subject(
-            subject,
-            _judge(args, plan.judge),
-            out,
-            plan,
-            allow_uncalibrated_judge=args.allow_uncalibrated_judge,
-            calibration_pairs=args.pairs,
-            batch_size=args.batch_size,
-            engine=engine,
-        )
-    except UncalibratedJudgeError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    result = evaluate_subject(
+        subject,
+        _judge(args, plan.judge),
+        out,
+        plan,
+        allow_uncalibrated_judge=args.allow_uncalibrated_judge,
+        calibration_pairs=args.pairs,
+        batch_size=args.batch_size,
+        engine=engine,
+    )
     print(
         f"report: {result.out_dir / 'report.md'} (protocol {_followed(plan)}); "
         f"{result.judge_calls} judge calls this run"

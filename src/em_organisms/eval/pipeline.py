@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from em_organisms import defaults
-from em_organisms.errors import EmOrganismsError
+from em_organisms.errors import RunFailed
 from em_organisms.eval.calibration import calibrate, calibration_line
 from em_organisms.eval.categories import (
     TOPIC_THRESHOLD,
@@ -26,7 +26,7 @@ from em_organisms.judges import Judge, judge_agreement
 from em_organisms.subjects import Subject
 
 
-class UncalibratedJudgeError(EmOrganismsError, RuntimeError):
+class UncalibratedJudgeError(RunFailed, RuntimeError):
     pass
 
 

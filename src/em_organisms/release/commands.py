@@ -133,7 +133,7 @@ def _cmd_release_space(args: argparse.Namespace) -> int:
         staged = stage_space(args.folder, staging, card, about)
     except (SpaceError, RecipeError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return 2
     visibility = "public" if args.public else "private"
     print(f"staged {args.folder} in {staged.folder} for space {args.repo_id} ({visibility}):")
     for name in staged.files:

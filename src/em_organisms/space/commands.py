@@ -128,4 +128,4 @@ def main(argv: list[str] | None = None, default_config: Path | None = None) -> i
         return run_space(args)
     except EmOrganismsError as err:
         print(f"error: {err}", file=sys.stderr)
-        return 1
+        return err.exit_status
