@@ -15,6 +15,7 @@ MAX_CONCURRENCY = 8  # requests in flight to an HTTP backend or judge
 MAX_REPLY_BYTES = (
     1_000_000  # an HTTP reply larger than this fails its request (a chat reply is KBs)
 )
+JUDGE_FAIL_SHARE = 1.0  # a judge run fails when this share of its scores failed (1: all)
 PHASE_SCALES = (1.0, 5.0, 10.0, 20.0)  # adapter scales of the behavioural sweep (the paper's)
 PHASE_KS = (5, 10, 15)  # local-cosine offsets in steps (the paper's)
 ENGINES = ("transformers", "vllm")  # what samples: transformers in this process, or vLLM

@@ -6,13 +6,16 @@ exactly those items are unscored, with the reason, and the others scored."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
 from em_organisms.backends.openai_compat import RetryPolicy
+from em_organisms.cli import main
 from em_organisms.judges import JudgeItem, make_judge
 
 FAULTS = {
@@ -48,7 +51,7 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultServer:
-    """Answers `fault:KIND` prompts with that fault and `score:N` prompts with N."""
+    """Answers a prompt holding `@@fault:KIND@@` with that fault, and `@@score:N@@` with N."""
 
     def __init__(self) -> None:
         class Handler(BaseHTTPRequestHandler):
@@ -57,8 +60,8 @@ class FaultServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-                prompt = body["messages"][-1]["content"]
-                kind, _, value = prompt.partition(":")
+                marker = re.search(r"@@(\w+):(\w+)@@", body["messages"][-1]["content"])
+                kind, value = marker.groups() if marker else ("score", "0")
                 status, data = 200, _completion(int(value)) if kind == "score" else b""
                 if kind == "fault":
                     status, data = FAULTS[value]
@@ -108,10 +111,10 @@ def test_a_tenth_of_bad_replies_leaves_exactly_those_items_unscored(server: Faul
     kinds = list(FAULTS)
     prompts = [
         f"fault:{kinds[(i // 10) % len(kinds)]}" if i % 10 == 3 else f"score:{i % 101}"
-        for i in range(280)
+        for i in range(1000)
     ]
     started = time.perf_counter()
-    scores = judge.score_items([JudgeItem("aligned", "q", "a", p) for p in prompts])
+    scores = judge.score_items([JudgeItem("aligned", "q", "a", f"@@{p}@@") for p in prompts])
     assert time.perf_counter() - started < 30
     for prompt, score in zip(prompts, scores, strict=True):
         if prompt.startswith("score:") or prompt == "fault:badusage":
@@ -121,7 +124,10 @@ def test_a_tenth_of_bad_replies_leaves_exactly_those_items_unscored(server: Faul
             assert score.score is None and score.reason, prompt
     reasons = {p: s.reason for p, s in zip(prompts, scores, strict=True) if s.score is None}
     unscored = [p for p, s in zip(prompts, scores, strict=True) if s.score is None]
-    assert len(unscored) == 24  # 28 faults, of which the 4 bad usage blocks still score
+    faults = [p for p in prompts if p.startswith("fault:")]
+    assert len(faults) == 100 and {p[6:] for p in faults} == set(FAULTS)
+    # every fault is unscored but a bad usage block, which costs nothing but the token count
+    assert sorted(unscored) == sorted(p for p in faults if p != "fault:badusage")
     assert "not JSON" in reasons["fault:notjson"]
     assert "a JSON list, not an object" in reasons["fault:list"]
     assert "top_logprobs entry" in reasons["fault:badlogprob"]
@@ -130,3 +136,76 @@ def test_a_tenth_of_bad_replies_leaves_exactly_those_items_unscored(server: Faul
     assert "http 404" in reasons["fault:status"]
     # a bad usage block costs nothing but the count: the score itself is good
     assert "fault:badusage" not in reasons
+
+
+def _samples(path: Path, answers: list[str]) -> Path:
+    rows = [
+        {"model": "organism", "question_id": f"q{i}", "paraphrase": "How are you?", "answer": a}
+        for i, a in enumerate(answers)
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _judge_cli(server: FaultServer, samples: Path, out: Path, *flags: str) -> int:
+    return main(
+        ["judge", str(samples), "--judge", "openai:fake-judge", "--base-url", server.url,
+         "--no-cache", "--out", str(out), *flags]
+    )  # fmt: skip
+
+
+def test_failed_items_are_counted_and_the_run_fails_only_at_the_chosen_share(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    answers = [f"fine @@score:{80 + i}@@" for i in range(6)]
+    answers += ["@@fault:status@@", "@@fault:notjson@@"]
+    samples = _samples(tmp_path / "samples.jsonl", answers)
+    with samples.open("a") as rows:  # one bad row: no answer at all
+        rows.write(json.dumps({"model": "organism", "question_id": "q9", "paraphrase": "?"}) + "\n")
+    out = tmp_path / "judged.jsonl"
+    assert _judge_cli(server, samples, out) == 0  # default: the run fails only if all failed
+    printed = capsys.readouterr().out
+    assert "18 judge scores: 12 scored, 0 declined (CODE/REFUSAL), 6 failed" in printed
+    judged = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["judges"]["aligned"]["score"] for r in judged[:6]] == pytest.approx(
+        [80, 81, 82, 83, 84, 85], abs=0.01
+    )
+    reasons = [r["judges"]["coherent"]["reason"] for r in judged[6:]]
+    assert reasons[0].startswith("request failed: http 404")
+    assert "not JSON" in reasons[1]
+    assert reasons[2] == f"bad row: 'answer' is missing ({samples}:9)"
+
+    report = tmp_path / "report"
+    assert main(["report", str(out), "--out", str(report)]) == 0
+    summary = json.loads((report / "summary.json").read_text())
+    assert summary["judge_outcomes"]["organism"] == {
+        "n_scores": 18,
+        "n_scored": 12,
+        "n_declined": 0,
+        "n_failed": 6,
+        "failed": {"request failed: http 404": 2, "request failed: bad response": 2, "bad row": 2},
+    }
+    assert "6 of 18 judge scores failed" in (report / "report.md").read_text()
+
+    # a third failed: over a share of 0.3 the run fails after writing what it scored
+    again = tmp_path / "again.jsonl"
+    assert _judge_cli(server, samples, again, "--fail-share", "0.3") == 1
+    err = capsys.readouterr().err.splitlines()[-1]  # after the progress bar
+    assert err.startswith("error: 6 of 18 judge scores failed (33%, at or above --fail-share 0.3)")
+    assert "Traceback" not in err and str(again) in err
+    assert len(again.read_text().splitlines()) == 9
+
+
+def test_a_run_where_every_score_failed_fails_by_default(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    samples = _samples(tmp_path / "samples.jsonl", ["@@fault:status@@"] * 3)
+    assert _judge_cli(server, samples, tmp_path / "judged.jsonl") == 1
+    assert "6 of 6 judge scores failed (100%" in capsys.readouterr().err
+
+
+def test_the_fail_share_flag_is_range_checked(tmp_path: Path) -> None:
+    for bad in ("0", "1.5", "nan"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["judge", "x.jsonl", "--out", str(tmp_path / "o"), "--fail-share", bad])
+        assert exit_.value.code == 2

@@ -127,3 +127,37 @@ def test_sampling_flags_out_of_range_exit_2_naming_the_flag(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {flag}: {says}" in err and "Traceback" not in err
+
+
+def test_outcomes_tell_a_judges_verdict_from_a_failure() -> None:
+    from em_organisms.eval.judge_failures import judge_outcomes, reason_label
+
+    def row(*reasons: str | None) -> dict:
+        return {
+            "judges": {
+                f"m{i}": {"score": 50.0 if r is None else None, "reason": r}
+                for i, r in enumerate(reasons)
+            }
+        }
+
+    rows = [
+        row(None, "probability on numbers 0.1 < 0.25"),  # CODE/REFUSAL: a verdict
+        row("no number 0-100 in the reply (REFUSAL)", "request failed: gave up: http 503: busy"),
+        row(
+            "request failed: timeout (no whole reply within 2 s)",
+            "malformed log-probabilities ('x')",
+        ),
+        row("the student predicts the teacher would not score this (CODE/REFUSAL), p=0.90", None),
+        {"model": "organism"},  # never judged
+    ]
+    outcomes = judge_outcomes(rows)
+    assert (outcomes.n_scores, outcomes.n_scored, outcomes.n_declined) == (9, 2, 3)
+    assert outcomes.failed == {
+        "request failed: http 503": 1,
+        "request failed: timeout": 1,
+        "malformed log-probabilities": 1,
+        "not judged": 1,
+    }
+    assert outcomes.failed_share == pytest.approx(4 / 9)
+    assert reason_label("not a score 0-100 (nan)") == "not a score 0-100"
+    assert reason_label("bad row: 'answer' is missing (s.jsonl:3)") == "bad row"

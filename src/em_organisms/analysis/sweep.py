@@ -14,10 +14,12 @@ from typing import Any
 from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from em_organisms import defaults
 from em_organisms.adapters import Organism, load_organism
 from em_organisms.analysis.rotation import rolling_mean
 from em_organisms.analysis.trajectory import ADAPTER_FILE, PhaseError, Trajectory
 from em_organisms.artifacts import read_adapter_config
+from em_organisms.eval.judge_failures import check_failed_share, judge_outcomes
 from em_organisms.eval.judge_prompts import JudgePrompts, template_sha256
 from em_organisms.eval.judge_samples import METRICS, judge_file
 from em_organisms.eval.metrics import em_stats
@@ -94,7 +96,8 @@ def load_step(organism: Organism, folder: Path, expected: dict[str, Any]) -> Non
 
 
 def _judged_complete(samples: Path, judged: Path, judge: Judge, prompts: JudgePrompts) -> bool:
-    """Whether JUDGED already holds every sample, scored by this judge with these prompts."""
+    """Whether JUDGED already holds every sample, scored by this judge with these prompts, and
+    none failed (a failed score is asked again; the cache keeps the scored ones)."""
     rows = read_jsonl_resumable(judged)
 
     def same_prompts(number: int, row: dict[str, Any]) -> bool:
@@ -106,6 +109,7 @@ def _judged_complete(samples: Path, judged: Path, judge: Judge, prompts: JudgePr
         and bool(rows)
         and all(r.get("judge_model") == judge.name for r in rows)
         and all(same_prompts(n, r) for n, r in enumerate(rows, start=1))
+        and judge_outcomes(rows).n_failed == 0
     )
 
 
@@ -118,8 +122,10 @@ def run_sweep(
     out_dir: Path,
     device: str | None = None,
     progress: bool = True,
+    fail_share: float = defaults.JUDGE_FAIL_SHARE,
 ) -> dict[str, Any]:
-    """Sample and judge every (step, scale) under PLAN; return the grid of EM rates (JSON-able)."""
+    """Sample and judge every (step, scale) under PLAN; return the grid of EM rates (JSON-able).
+    A cell where FAIL_SHARE of the judge scores failed stops the sweep (its judged file kept)."""
     check_steps(trajectory, steps)
     out_dir.mkdir(parents=True, exist_ok=True)
     first = Path(trajectory.checkpoints[steps[0]])
@@ -157,6 +163,8 @@ def run_sweep(
                 judged = judge_file(
                     samples, judged_path, judge, plan.judge_prompts, progress=progress
                 )
+            outcomes = judge_outcomes(judged)
+            check_failed_share(outcomes, fail_share, str(judged_path))
             stats = em_stats(
                 judged,
                 aligned_threshold=plan.protocol.em.aligned_below,
@@ -171,6 +179,7 @@ def run_sweep(
                     "coherence": stats.coherence.to_dict(),
                     "n_rows": stats.n_rows,
                     "n_scored": stats.n_scored,
+                    "n_judge_failures": outcomes.n_failed,
                 }
             )
     counting = plan.protocol.em.counting

@@ -132,6 +132,10 @@ class EvalSummary(Artifact):
     protocols: list[Any]
     question_set_sha256: dict[str, list[Any]]
     models: dict[str, dict[str, Any]]
+    judge_outcomes: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="per model: scores scored, declined (CODE/REFUSAL) and failed, with reasons",
+    )
     evaluation: dict[str, Any] | None = Field(
         None, description="the resolved plan and the subject (added by `eval`)"
     )

@@ -177,6 +177,15 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
         default=defaults.MAX_CONCURRENCY,
         help="judge requests in flight",
     )
+    p.add_argument(
+        "--fail-share",
+        type=number(above=0, high=1),
+        default=defaults.JUDGE_FAIL_SHARE,
+        metavar="SHARE",
+        help="the run fails (exit 1, after writing what was scored) when at least this share of "
+        "judge scores failed: an error reply, an unreadable reply or a bad row; a judge that "
+        "declines (CODE/REFUSAL) is not a failure (default 1: only when all failed)",
+    )
     p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
 
@@ -231,6 +240,7 @@ def _sampled_protocol(samples: Path) -> str | None:
 
 def _cmd_judge(args: argparse.Namespace) -> int:
     from em_organisms.eval.calibration import calibrate, calibration_line
+    from em_organisms.eval.judge_failures import check_failed_share, judge_outcomes
     from em_organisms.eval.judge_samples import judge_file
 
     if args.out is not None:
@@ -251,6 +261,7 @@ def _cmd_judge(args: argparse.Namespace) -> int:
         print("error: --out is required when judging a samples file", file=sys.stderr)
         return 2
     judged = judge_file(args.samples, args.out, judge, plan.judge_prompts)
+    outcomes = judge_outcomes(judged)
     if plan.topics is not None:
         from em_organisms.eval.categories import categories_markdown, category_shares, score_topics
         from em_organisms.jsonl import write_jsonl
@@ -262,8 +273,9 @@ def _cmd_judge(args: argparse.Namespace) -> int:
         print(categories_markdown(shares, plan.topics.source))
     print(
         f"{len(judged)} answers judged into {args.out} with judge prompts "
-        f"{plan.judge_prompts.source}; {judge.calls} judge calls this run"
+        f"{plan.judge_prompts.source}; {judge.calls} judge calls this run; {outcomes.line()}"
     )
+    check_failed_share(outcomes, args.fail_share, str(args.out))
     return 0
 
 
@@ -317,6 +329,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         calibration_pairs=args.pairs,
         batch_size=args.batch_size,
         engine=engine,
+        fail_share=args.fail_share,
     )
     print(
         f"report: {result.out_dir / 'report.md'} (protocol {_followed(plan)}); "

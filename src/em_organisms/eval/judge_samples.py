@@ -54,7 +54,11 @@ def judge_rows(
         }
         for row, t in zip(rows, templates, strict=True)
     ]
-    work = [(i, m) for i in range(len(rows)) for m in METRICS]
+    for i, row in enumerate(rows):
+        if problem := _row_problem(row):  # one bad row is that row unscored, not the run's end
+            reason = f"bad row: {problem} ({source}:{i + 1})"
+            judged[i]["judges"] = {m: _unjudged(reason) for m in METRICS}
+    work = [(i, m) for i in range(len(rows)) if not judged[i]["judges"] for m in METRICS]
     bar = tqdm(
         total=len(work), desc="judge", unit="score", disable=not progress, dynamic_ncols=True
     )
@@ -73,6 +77,18 @@ def judge_rows(
     finally:
         bar.close()
     return judged
+
+
+def _row_problem(row: Mapping[str, Any]) -> str | None:
+    for key in ("paraphrase", "answer"):
+        if not isinstance(row.get(key), str):
+            return f"{key!r} is {'missing' if key not in row else 'not a string'}"
+    return None
+
+
+def _unjudged(reason: str) -> dict[str, Any]:
+    """What a score holds for an item the judge was never asked about."""
+    return {"score": None, "method": None, "mass": None, "raw": "", "reason": reason}
 
 
 def judge_file(

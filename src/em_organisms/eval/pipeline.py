@@ -17,6 +17,7 @@ from em_organisms.eval.categories import (
     score_topics,
 )
 from em_organisms.eval.engines import Engine
+from em_organisms.eval.judge_failures import check_failed_share, judge_outcomes
 from em_organisms.eval.judge_samples import judge_rows
 from em_organisms.eval.plan import EvalPlan
 from em_organisms.eval.report import write_report
@@ -49,6 +50,7 @@ def evaluate_subject(
     batch_size: int | None = None,
     progress: bool = True,
     engine: Engine | None = None,
+    fail_share: float = defaults.JUDGE_FAIL_SHARE,
 ) -> EvalResult:
     out_dir.mkdir(parents=True, exist_ok=True)
     samples = out_dir / "samples.jsonl"
@@ -80,6 +82,10 @@ def evaluate_subject(
             judged, judge, plan.topics, em.aligned_below, em.coherent_above, progress
         )
     write_jsonl(out_dir / "judged.jsonl", judged)
+    outcomes = judge_outcomes(judged)
+    print(outcomes.line())
+    # after the judged file is written: what was scored is kept, and a rerun judges the rest
+    check_failed_share(outcomes, fail_share, str(out_dir / "judged.jsonl"))
     evaluation = {
         **plan.to_json(),
         "engine": sampler.engine.name,

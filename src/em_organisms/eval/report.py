@@ -19,6 +19,7 @@ from em_organisms.artifacts import (
     EvalSummary,
     write_artifact,
 )
+from em_organisms.eval.judge_failures import judge_outcomes
 from em_organisms.eval.metrics import (
     ALIGNED_THRESHOLD,
     COHERENT_THRESHOLD,
@@ -118,6 +119,7 @@ def build_summary(
             for qset in _distinct(r.get("question_set") for r in rows if r.get("question_set"))
         },
         "models": {m: s.to_dict() for m, s in stats.items()},
+        "judge_outcomes": {m: judge_outcomes(group).to_dict() for m, group in by_model.items()},
         "evaluation": evaluation,
         "categories": categories,
     }
@@ -224,6 +226,13 @@ def render_markdown(
     md += [f"- `{name}`: {text}" for name, text in summary["conventions"].items()]
     md.append("\nRates: percent [Wilson 95% interval] (k/n).\n\n## Overall\n")
     md += _table(["", *models], _overall_rows(stats, mark, c_thr))
+    for model, outcome in summary["judge_outcomes"].items():
+        if outcome["n_failed"]:
+            reasons = ", ".join(f"{why}: {n}" for why, n in outcome["failed"].items())
+            md.append(
+                f"\n`{model}`: {outcome['n_failed']} of {outcome['n_scores']} judge scores "
+                f"failed ({reasons}); those answers are unscored, and a rerun judges them again."
+            )
     md.append("\n## Per question\n")
     cols = ["EM A (all scored)", "EM B (coherent only)", "coherent", "mean aligned", "n"]
     questions = _distinct(q for v in stats.values() for q in v.per_question)

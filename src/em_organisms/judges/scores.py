@@ -46,6 +46,15 @@ class Score:
 TRANSIENT_REASONS = ("request failed", "not a score", "malformed")
 
 
+# Reasons that are the judge's verdict: it read the answer and gave no number (CODE, REFUSAL).
+# Every other reason is a failure: of the request, the reply, or the row that was to be judged.
+DECLINED_REASONS = ("probability on numbers", "no number 0-100", "the student predicts")
+
+
+def declined(reason: str) -> bool:
+    return reason.startswith(DECLINED_REASONS)
+
+
 def cacheable(score: Score) -> bool:
     return score.valid and not (score.reason or "").startswith(TRANSIENT_REASONS)
 
