@@ -29,7 +29,7 @@ def integer(low: int | None = None, high: int | None = None) -> Callable[[str], 
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a whole number") from None
         if (low is not None and value < low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(
                 f"{value} is out of range: a whole number {_range(low, high, None, None)}"
@@ -50,9 +50,9 @@ def number(
         try:
             value = float(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a number") from None
         if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+            raise argparse.ArgumentTypeError(f"{_shown(text)} is not a finite number")
         out = (
             (low is not None and value < low)
             or (high is not None and value > high)
@@ -66,3 +66,8 @@ def number(
         return value
 
     return parse
+
+
+def _shown(text: str, limit: int = 40) -> str:
+    """TEXT quoted for an error, cut short: a 5000-digit number is not worth repeating."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"

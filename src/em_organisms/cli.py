@@ -267,6 +267,12 @@ def _judge_words(argv: list[str]) -> list[str]:
     return argv
 
 
+def _printable(text: str) -> str:
+    """TEXT with what no output encoding can write (a lone surrogate from a bad argument or
+    file) shown as an escape, so the error itself never fails."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(_judge_words(sys.argv[1:] if argv is None else argv))
@@ -285,14 +291,15 @@ def main(argv: list[str] | None = None) -> int:
     except EmOrganismsError as err:
         if args.debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(_printable(f"error: {err}"), file=sys.stderr)
         return err.exit_status
     except (FileExistsError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
         # a path the user gave that cannot be written or read as asked: theirs to fix
         if args.debug:
             raise
         where = f"{err.filename}: " if err.filename else ""
-        print(f"error: {where}{err.strerror or err}; choose another path", file=sys.stderr)
+        message = f"error: {where}{err.strerror or err}; choose another path"
+        print(_printable(message), file=sys.stderr)
         return 2
 
 

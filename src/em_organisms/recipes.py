@@ -264,7 +264,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], source: str) -> 
         key, raw = item.split("=", 1)
         parts = key.strip().split(".")
         try:
-            value = load_yaml_text(raw, f"--set {item}") if raw else ""
+            shown = item if len(item) <= 80 else f"{item[:80]}... ({len(item)} characters)"
+            value = load_yaml_text(raw, f"--set {shown}") if raw else ""
         except YamlError as err:
             raise RecipeError(f"{err}; quote a string value, e.g. --set 'key=\"[text\"'") from None
         node = data

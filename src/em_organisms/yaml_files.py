@@ -95,17 +95,22 @@ def load_yaml_text(text: str, source: str) -> Any:
     if len(text) > MAX_BYTES:
         raise YamlError(f"{source}: {len(text)} characters, more than a YAML file here may hold "
                         f"({MAX_BYTES}, yaml_files.MAX_BYTES)")  # fmt: skip
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader refuses characters YAML cannot hold (a lone surrogate)
+    except yaml.YAMLError as err:
+        raise YamlError(f"{source}: not valid YAML: {_one_line(err)}") from None
     try:
         return loader.get_single_data()
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = f"{source}:{mark.line + 1}" if mark is not None else source
-        raise YamlError(f"{where}: not valid YAML: {err.problem or err}") from None
+        raise YamlError(f"{where}: not valid YAML: {_one_line(err.problem or err)}") from None
     except yaml.YAMLError as err:
-        raise YamlError(f"{source}: not valid YAML: {err}") from None
+        raise YamlError(f"{source}: not valid YAML: {_one_line(err)}") from None
     except RecursionError:
         raise YamlError(f"{source}: nested too deeply to read") from None
+    except ValueError as err:  # a number longer than Python reads (4300 digits)
+        raise YamlError(f"{source}: not valid YAML: {str(err).split(';')[0]}") from None
     finally:
         loader.dispose()
 
@@ -124,3 +129,7 @@ def load_yaml_file(path: Path) -> Any:
     except OSError as err:
         raise YamlError(f"{path}: cannot be read ({err.strerror or err})") from None
     return load_yaml_text(text, str(path))
+
+
+def _one_line(problem: object) -> str:
+    return " ".join(str(problem).split())

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from em_organisms.errors import EmOrganismsError
+from em_organisms.jsonl import BadLine, parse_line
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -103,10 +104,6 @@ def _read_lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
             yield number, data
 
 
-def _not_json(constant: str) -> float:
-    raise ValueError(f"{constant} is not a JSON number")
-
-
 def row_fingerprint(row: dict[str, Any]) -> str:
     """Hash of the conversation itself (roles and contents), independent of id, canary and meta."""
     turns = [[m["role"], m["content"]] for m in row["messages"]]
@@ -178,20 +175,12 @@ def check_file(
                 problem(f"line longer than {MAX_ROW_BYTES} bytes (data.schema.MAX_ROW_BYTES)")
             )
             continue
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as err:
-            report.errors.append(problem(f"not UTF-8 ({err.reason} at byte {err.start})"))
-            continue
-        if not text.strip():
+        if not raw.strip():
             continue
         try:
-            row = json.loads(text, parse_constant=_not_json)
-        except json.JSONDecodeError as err:
-            report.errors.append(problem(f"not JSON: {err.msg} (column {err.colno})"))
-            continue
-        except (ValueError, RecursionError) as err:
-            report.errors.append(problem(f"not JSON: {err}"))
+            row = parse_line(raw, nan=False)
+        except BadLine as err:
+            report.errors.append(problem(str(err)))
             continue
         found = validate_row(row)
         report.errors.extend(problem(msg) for msg in found)

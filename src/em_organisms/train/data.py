@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +54,15 @@ def read_rows(spec: DatasetSpec, base_dir: Path | None = None) -> tuple[list[dic
         raise DatasetError([Problem(spec.path, 0, f"dataset file not found (tried {tried})")])
     from datasets import load_dataset
 
-    hub = load_dataset(spec.path, split=spec.split)
+    try:
+        hub = load_dataset(spec.path, split=spec.split)
+    except Exception as err:  # offline, unknown, gated or private: datasets raises many kinds
+        offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        why = str(err).split("\n")[0][:300]
+        raise DatasetError(
+            [Problem(spec.path, 0, f"not a local file, and not loadable from the Hub{offline}: "
+                     f"{type(err).__name__}: {why}")]
+        ) from None  # fmt: skip
     rows = [dict(r) for r in hub]
     problems = [
         Problem(f"{spec.path}[{spec.split}]", i + 1, msg)
