@@ -209,3 +209,17 @@ def test_the_fail_share_flag_is_range_checked(tmp_path: Path) -> None:
         with pytest.raises(SystemExit) as exit_:
             main(["judge", "x.jsonl", "--out", str(tmp_path / "o"), "--fail-share", bad])
         assert exit_.value.code == 2
+
+
+@pytest.mark.slow  # a timeout is retried with backoff, as the default policy does: about 20 s
+def test_reply_size_and_deadline_limits_are_flags_named_in_the_reason(
+    server: FaultServer, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    samples = _samples(tmp_path / "samples.jsonl", ["@@fault:huge@@", "@@fault:trickle@@"])
+    out = tmp_path / "judged.jsonl"
+    flags = ("--max-reply-bytes", "100000", "--request-deadline", "1")
+    assert _judge_cli(server, samples, out, *flags) == 1  # every score failed
+    reasons = [json.loads(line)["judges"]["aligned"]["reason"] for line in out.open()]
+    assert "reply larger than 100000 bytes (max_reply_bytes)" in reasons[0]
+    assert "no whole reply within 1 s" in reasons[1]
+    assert "Traceback" not in capsys.readouterr().err

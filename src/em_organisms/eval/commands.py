@@ -160,6 +160,8 @@ def _judge(args: argparse.Namespace, spec: str):
         cache=cache,
         api_key_env=args.api_key_env,
         max_concurrency=args.concurrency,
+        max_reply_bytes=args.max_reply_bytes,
+        deadline=args.request_deadline,
     )
 
 
@@ -176,6 +178,20 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
         type=integer(1),
         default=defaults.MAX_CONCURRENCY,
         help="judge requests in flight",
+    )
+    p.add_argument(
+        "--max-reply-bytes",
+        type=integer(1),
+        default=defaults.MAX_REPLY_BYTES,
+        metavar="BYTES",
+        help="a judge reply larger than this fails its item (default %(default)s)",
+    )
+    p.add_argument(
+        "--request-deadline",
+        type=number(above=0),
+        metavar="SECONDS",
+        help="each judge request attempt ends by this time, however slowly a server sends "
+        "(default: the 120 s timeout)",
     )
     p.add_argument(
         "--fail-share",
