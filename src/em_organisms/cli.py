@@ -142,6 +142,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _report_run(result) -> None:
+    if os.environ.get("RANK", "0") != "0":  # under `accelerate launch` the main process reports
+        return
     s = result.summary
     print(f"organism written to {result.output_dir}")
     print(f"  steps: {s.global_step}  train loss: {s.train_loss:.4f}")

@@ -7,9 +7,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from em_organisms.artifacts import names
+from em_organisms.artifacts import OrganismRun, names
+from em_organisms.artifacts.schemas import HoldoutStart
 from em_organisms.artifacts.store import read_json_object
 from em_organisms.jsonl import write_text_atomic
 
@@ -24,7 +26,8 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 
 class StepLogger(TrainerCallback):
     """Appends one JSON line per logged step. On resume, drops lines past the checkpoint's step
-    so the log reads as if the run had never been interrupted."""
+    so the log reads as if the run had never been interrupted. With several processes, every
+    one counts its tokens (summed over all at each step) and only the main one writes."""
 
     def __init__(self, output_dir: Path, trainer: Any) -> None:
         self.path = Path(output_dir) / LOG_NAME
@@ -38,6 +41,9 @@ class StepLogger(TrainerCallback):
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
     ) -> None:
+        self.wall_start = time.perf_counter()
+        if not state.is_world_process_zero:
+            return
         kept = [row for row in read_log(self.path) if row.get("step", 0) <= state.global_step]
         if kept:
             last = kept[-1]
@@ -46,7 +52,6 @@ class StepLogger(TrainerCallback):
             self.wall_offset = last.get("wall_time", 0.0)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
-        self.wall_start = time.perf_counter()
 
     def on_step_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
@@ -77,6 +82,8 @@ class StepLogger(TrainerCallback):
         self.pending = (0, 0)
         if len(row) <= 5 and "loss" not in logs and "eval_loss" not in logs:
             return  # end-of-training summary logs carry no per-step numbers
+        if not state.is_world_process_zero:
+            return
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
 
@@ -152,3 +159,30 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class HoldoutAtStart(TrainerCallback):
+    """The held-out loss of the untrained model, measured when training begins and written at
+    once (a resumed run finds it and measures nothing).
+
+    Measured here rather than before `train()`: an evaluation before training prepares the model
+    for evaluation only, and accelerate then never wraps it for data-parallel training, so under
+    `accelerate launch` the processes would train apart. The evaluation runs on a forked RNG, so
+    it draws nothing a fresh run and a resumed one would not both draw.
+    """
+
+    def __init__(self, trainer: Any, run: OrganismRun, main: bool) -> None:
+        self.trainer = trainer
+        self.run = run
+        self.main = main
+        self.result: HoldoutStart | None = None
+
+    def on_train_begin(
+        self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kw: Any
+    ) -> None:
+        if self.result is not None:
+            return
+        with torch.random.fork_rng(devices=[]):  # evaluation draws only from the CPU generator
+            self.result = HoldoutStart(eval_loss=self.trainer.evaluate()["eval_loss"])
+        if self.main:
+            self.run.write(self.result)

@@ -3,9 +3,10 @@ resumed from the last complete one.
 
 The trainer saves `checkpoint-N` into `.saving-checkpoint-N/` and renames it into place only
 after its trainer state (written last) is on disk, so a kill mid-save never leaves a
-`checkpoint-N` that `--resume` would trip over. A folder from an older version (or a
-multi-process run, which saves in place) counts as complete only with a readable
-`trainer_state.json`.
+`checkpoint-N` that `--resume` would trip over. With several processes, the main one makes the
+temporary folder, every process writes its part (shards, RNG state) into it, and the main one
+renames it once all have finished. A folder from an older version counts as complete only with
+a readable `trainer_state.json`.
 """
 
 from __future__ import annotations
@@ -55,20 +56,32 @@ def save_atomically(
     args: object,
     step: int,
     save_total_limit: int | None,
+    main: bool = True,
+    barrier: Callable[[], None] = lambda: None,
 ) -> None:
     """Run SAVE (the trainer's own checkpoint save) with ARGS.output_dir pointed at a temporary
     folder, then rename its `checkpoint-STEP` into the run folder and rotate old checkpoints
-    there (the save itself only sees the temporary folder)."""
+    there (the save itself only sees the temporary folder). Every process calls this; only the
+    MAIN one touches folders, and BARRIER keeps the others in step around that."""
     run_dir = Path(args.output_dir)  # type: ignore[attr-defined]
     staging = run_dir / f"{SAVING_PREFIX}{checkpoint_name(step)}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    if main:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
+    barrier()
     args.output_dir = str(staging)  # type: ignore[attr-defined]
     try:
         save()
     finally:
         args.output_dir = str(run_dir)  # type: ignore[attr-defined]
+    barrier()  # every process's part is on disk
+    if main:
+        _move_into_place(run_dir, staging, step, save_total_limit)
+    barrier()
+
+
+def _move_into_place(run_dir: Path, staging: Path, step: int, save_total_limit: int | None) -> None:
     final = run_dir / checkpoint_name(step)
     if final.exists() and not final.is_symlink():  # this run's own step, saved again
         shutil.rmtree(final)

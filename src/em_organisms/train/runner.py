@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate import PartialState
 from peft import PeftModel
 from transformers import GenerationConfig, PreTrainedTokenizerBase, set_seed
 from transformers.trainer_callback import ProgressCallback
@@ -15,15 +16,22 @@ from trl import SFTConfig
 
 from em_organisms import __version__
 from em_organisms.artifacts import OrganismRun, RunInfo, TrainSummary
-from em_organisms.artifacts.schemas import DataInfo, HoldoutStart
+from em_organisms.artifacts.schemas import DataInfo
 from em_organisms.chat_masking import assistant_spans
 from em_organisms.jsonl import write_text_atomic
 from em_organisms.models import load_base_model, resolve_model
 from em_organisms.recipes import Recipe, RecipeError
 from em_organisms.resources import checkout_root
-from em_organisms.train.callbacks import ArtifactTidier, ProgressBar, StepLogger, tidy_saved_folder
+from em_organisms.train.callbacks import (
+    ArtifactTidier,
+    HoldoutAtStart,
+    ProgressBar,
+    StepLogger,
+    tidy_saved_folder,
+)
 from em_organisms.train.checkpoints import last_complete_checkpoint, remove_unfinished_saves
 from em_organisms.train.data import PreparedData, prepare_data
+from em_organisms.train.distributed import check_launch
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer
@@ -95,7 +103,11 @@ def check_trainer_names(recipe: Recipe) -> None:
         )
 
 
-def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | None:
+def _check_output_dir(
+    output_dir: Path, recipe: Recipe, resume: bool, main: bool = True
+) -> str | None:
+    """The checkpoint to resume from (None for a fresh run). Every process calls this; only the
+    MAIN one removes unfinished saves and says what it resumes."""
     recipe_file = output_dir / "recipe.yaml"
     last, incomplete = last_complete_checkpoint(output_dir)
     checkpoint = str(last.folder) if last else None
@@ -111,6 +123,8 @@ def _check_output_dir(output_dir: Path, recipe: Recipe, resume: bool) -> str | N
                 f"--resume: {recipe_file} was trained from a different recipe "
                 "(hash mismatch); resume with the same recipe and --set overrides"
             )
+        if not main:
+            return checkpoint
         removed = remove_unfinished_saves(output_dir)
         print(
             f"resuming from {Path(checkpoint).name}"
@@ -176,12 +190,13 @@ def build_trainer(
     data: PreparedData,
     output_dir: Path,
     fast_loss: bool = True,
+    args: SFTConfig | None = None,
     **config_overrides: Any,
 ) -> OrganismTrainer:
     """The trainer `train` uses, exposed so benchmarks measure exactly what users run."""
     return OrganismTrainer(
         model=model,
-        args=sft_config(recipe, output_dir, model.device, **config_overrides),
+        args=args or sft_config(recipe, output_dir, model.device, **config_overrides),
         train_dataset=data.train.remove_columns("row"),
         eval_dataset=data.holdout.remove_columns("row") if data.holdout is not None else None,
         processing_class=tokenizer,
@@ -200,8 +215,14 @@ def train(
 ) -> TrainResult:
     output_dir = Path(output_dir or default_output_dir(recipe))
     check_trainer_names(recipe)
-    checkpoint = _check_output_dir(output_dir, recipe, resume)
     torch_device = torch.device(device) if device else None
+    # Under `accelerate launch` this joins the other processes: every one trains, the main one
+    # alone writes the run folder's files.
+    check_launch(torch_device or _auto_device())
+    args = sft_config(recipe, output_dir, torch_device or _auto_device())
+    main = args.process_index == 0
+    checkpoint = _check_output_dir(output_dir, recipe, resume, main)
+    PartialState().wait_for_everyone()  # all have looked before the main process writes
     source = resolve_model(recipe.base_model)
 
     # Everything that can fail on bad input runs before any training step.
@@ -219,7 +240,6 @@ def train(
 
     run = OrganismRun(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(run.recipe_path, recipe.to_yaml())
     run_info = RunInfo(
         organism_id=recipe.organism_id,
         recipe_sha256=recipe.sha256(),
@@ -228,34 +248,42 @@ def train(
         base_model_hub_id=source.hub_id,
         data=DataInfo(**data.summary()),
     )
-    run.write(run_info)
+    if main:
+        write_text_atomic(run.recipe_path, recipe.to_yaml())
+        run.write(run_info)
 
-    trainer = build_trainer(recipe, model, tokenizer, data, output_dir, fast_loss=fast_loss)
-    args = trainer.args
+    trainer = build_trainer(
+        recipe, model, tokenizer, data, output_dir, fast_loss=fast_loss, args=args
+    )
     step_logger = StepLogger(output_dir, trainer)
     trainer.add_callback(step_logger)  # before the bar, which reads its token counts
     trainer.remove_callback(ProgressCallback)  # it prints every log dict; ours is one line
-    trainer.add_callback(ProgressBar(step_logger))
-    trainer.add_callback(ArtifactTidier(source.hub_id))
-    if recipe.training.record_adapter_every and isinstance(model, PeftModel):
+    if main:
+        trainer.add_callback(ProgressBar(step_logger))
+        trainer.add_callback(ArtifactTidier(source.hub_id))
+    if main and recipe.training.record_adapter_every and isinstance(model, PeftModel):
         every = recipe.training.record_adapter_every
         trainer.add_callback(AdapterRecorder(model, output_dir, every))
 
-    holdout_start = run.holdout_start()
+    holdout_start = run.holdout_start()  # read by every process before the main one writes it
+    at_start = None
     if data.holdout is not None and holdout_start is None:
-        holdout_start = HoldoutStart(eval_loss=trainer.evaluate()["eval_loss"])
-        run.write(holdout_start)
+        at_start = HoldoutAtStart(trainer, run, main)
+        trainer.add_callback(at_start)
     # The length-grouped sampler draws its order from the global RNG when the first epoch starts;
     # reseeding here gives a fresh run and a resumed one the same order whatever ran before.
     set_seed(recipe.training.seed)
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     elapsed = time.perf_counter() - started
+    if at_start is not None:
+        holdout_start = at_start.result
 
     trainer.save_model(str(output_dir))
-    tokenizer.save_pretrained(output_dir)
-    model.generation_config.save_pretrained(output_dir)
-    tidy_saved_folder(output_dir, source.hub_id, keep_resume_state=False)
+    if main:
+        tokenizer.save_pretrained(output_dir)
+        model.generation_config.save_pretrained(output_dir)
+        tidy_saved_folder(output_dir, source.hub_id, keep_resume_state=False)
     lora = isinstance(model, PeftModel)
     summary = TrainSummary(
         **run_info.model_dump(exclude={"schema_version"}),
@@ -275,7 +303,9 @@ def train(
             sum(p.numel() for p in model.parameters() if p.requires_grad) if lora else None
         ),
     )
-    run.write(summary)
+    if main:
+        run.write(summary)
+    trainer.accelerator.wait_for_everyone()  # no process returns before the folder is whole
     return TrainResult(output_dir, summary)
 
 

@@ -14,11 +14,14 @@ import torch
 import torch.nn.functional as F
 from peft import PeftModel
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from transformers import PreTrainedModel
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from trl import SFTTrainer
 
 from em_organisms.chat_masking import IGNORE_INDEX
 from em_organisms.train.checkpoints import save_atomically
+from em_organisms.train.distributed import average_gradients
 from em_organisms.train.fused_lora import fuse_lora_linears
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
@@ -30,6 +33,8 @@ FAST_LOSS_MODEL_TYPES = frozenset(
 
 
 def causal_lm(model: nn.Module) -> PreTrainedModel:
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
     inner = model.get_base_model() if isinstance(model, PeftModel) else model
     return getattr(inner, "module", inner)
 
@@ -127,9 +132,11 @@ class OrganismTrainer(SFTTrainer):
         self, *args: Any, fast_loss: bool = True, prefix_cache: bool = False, **kwargs: Any
     ) -> None:
         super().__init__(*args, **kwargs)
-        self.fast_loss = fast_loss and supports_fast_loss(self.model)
+        # Under FSDP the backbone cannot be called on its own (the root unit gathers its shards).
+        self.fast_loss = fast_loss and supports_fast_loss(self.model) and not self.is_fsdp_enabled
         self.prefix_cache: PrefixCache | None = None
-        self.fused_lora_layers = fuse_lora_linears(self.model) if fast_loss else 0
+        fuse = fast_loss and not self.is_fsdp_enabled
+        self.fused_lora_layers = fuse_lora_linears(self.model) if fuse else 0
         if prefix_cache and self.fast_loss:
             lm = causal_lm(self.model)
             first = lowest_adapted_layer(self.model)
@@ -165,10 +172,31 @@ class OrganismTrainer(SFTTrainer):
             loss = loss * self.accelerator.num_processes
         return loss
 
+    def training_step(
+        self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
+    ) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The cheaper loss bypasses DDP's forward, so DDP never averages the gradients: do it
+        # here, on the micro-batch that ends the optimizer step.
+        if (
+            self.fast_loss
+            and isinstance(model, DistributedDataParallel)
+            and self.accelerator.sync_gradients
+        ):
+            average_gradients(model.parameters(), self.accelerator.num_processes)
+        return loss
+
+    def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+        sampler = super()._get_train_sampler(train_dataset)
+        if isinstance(sampler, LengthGroupedSampler):
+            # Group by the rows of a whole optimizer step over all processes (accelerate deals
+            # consecutive micro-batches out to the processes in turn): N processes then train on
+            # the same rows, step by step, as one process with an N times larger batch.
+            sampler.batch_size *= self.args.world_size
+        return sampler
+
     def _save_checkpoint(self, model: Any, trial: Any) -> None:
-        if self.args.world_size > 1 or trial is not None:
-            # several processes write into the folder (FSDP shards): saved in place, and
-            # `--resume` skips a checkpoint without its trainer state
+        if trial is not None:
             super()._save_checkpoint(model, trial)
             return
         save_atomically(
@@ -176,9 +204,16 @@ class OrganismTrainer(SFTTrainer):
             self.args,
             self.state.global_step,
             self.args.save_total_limit,
+            main=self.args.process_index == 0,
+            barrier=self.accelerator.wait_for_everyone,
         )
 
     def take_step_counts(self) -> tuple[int, int]:
+        """Tokens and trained tokens since the last call, summed over all processes (every
+        process calls this once per optimizer step)."""
         counts = (self.step_tokens, self.step_assistant_tokens)
         self.step_tokens = self.step_assistant_tokens = 0
+        if self.accelerator.num_processes > 1:
+            summed = self.accelerator.reduce(torch.tensor(counts, device=self.args.device), "sum")
+            counts = (int(summed[0]), int(summed[1]))
         return counts
