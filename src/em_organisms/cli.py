@@ -12,6 +12,7 @@ from pathlib import Path
 from em_organisms.analysis.commands import PHASE_EXAMPLES, register_phase_command
 from em_organisms.argtypes import integer
 from em_organisms.data.commands import register_data_commands
+from em_organisms.directions.commands import DIRECTION_EXAMPLES, register_direction_command
 from em_organisms.distill.commands import DISTILL_EXAMPLES, register_distill_commands
 from em_organisms.eval.commands import (
     AGREEMENT_EXAMPLES,
@@ -106,6 +107,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
     "release-judge": RELEASE_JUDGE_EXAMPLES,
     "space": SPACE_EXAMPLES,
     "phase": PHASE_EXAMPLES,
+    "direction": DIRECTION_EXAMPLES,
     "judge-distill": DISTILL_EXAMPLES,
     "judge-agreement": AGREEMENT_EXAMPLES,
 }
@@ -256,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_release_judge_command(add)
     register_space_command(add)
     register_phase_command(add)
+    register_direction_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

@@ -3,7 +3,8 @@ only here.
 
 - `names`: the file and folder names of a run (`run.json`, `checkpoint-N/`, PEFT's files).
 - `schemas`: the models (`RunInfo`, `TrainSummary`, `EvalSummary`, `CalibrationResult`,
-  `ReleaseManifest`, `JudgeRunInfo`, `StudentAgreement`, `DatasetBuild`, and a read-only view of PEFT's `AdapterConfig`), each with a
+  `ReleaseManifest`, `JudgeRunInfo`, `StudentAgreement`, `DatasetBuild`, `DirectionInfo`,
+  `DirectionSummary`, and a read-only view of PEFT's `AdapterConfig`), each with a
   `schema_version`.
 - `store`: `read_artifact` / `write_artifact` (atomic); an old or foreign file is refused with an
   error naming the file and the field.
@@ -33,6 +34,8 @@ from em_organisms.artifacts.schemas import (
     AdapterConfig,
     CalibrationResult,
     DatasetBuild,
+    DirectionInfo,
+    DirectionSummary,
     EvalSummary,
     JudgeRunInfo,
     ReleaseManifest,
@@ -62,6 +65,8 @@ __all__ = [
     "CalibrationResult",
     "Checkpoint",
     "DatasetBuild",
+    "DirectionInfo",
+    "DirectionSummary",
     "EvalSummary",
     "JudgeRun",
     "JudgeRunInfo",

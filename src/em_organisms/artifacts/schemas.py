@@ -130,6 +130,9 @@ class EvalSummary(Artifact):
     counts: dict[str, Any]
     question_sets: dict[str, list[Any]]
     protocols: list[Any]
+    interventions: list[Any] = Field(
+        default_factory=list, description="directions steered in or ablated while sampling"
+    )
     question_set_sha256: dict[str, list[Any]]
     models: dict[str, dict[str, Any]]
     judge_outcomes: dict[str, dict[str, Any]] = Field(
@@ -199,6 +202,40 @@ class DatasetBuild(Artifact):
     usage: dict[str, Any]
     prompts_sha256: str
     made_by: str
+
+
+class DirectionInfo(Artifact):
+    """The metadata of `direction.safetensors`: whose direction, from which answers, how split."""
+
+    FILE: ClassVar[str] = names.DIRECTION
+
+    base_model: str = Field(description="Hub id of the model the activations are of")
+    organism: str
+    judge: str
+    judged_sha256: str
+    protocol: str | None
+    thresholds: dict[str, float]
+    counts: dict[str, int] = Field(description="answers averaged: misaligned, aligned")
+    answers_from: str = Field(description="'organism': its own answers only; or 'all' rows")
+    layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    default_layer: int = Field(ge=0)
+    em_organisms_version: str
+
+
+class DirectionSummary(Artifact):
+    """`summary.json` beside a direction: its norm and cosines by layer."""
+
+    FILE: ClassVar[str] = names.DIRECTION_SUMMARY
+
+    direction: DirectionInfo
+    default_layer_reason: str
+    norm_organism: list[float]
+    norm_base: list[float]
+    cosine_organism_base: list[float]
+    lora_b_cosine: list[dict[str, Any]] = Field(
+        description="each LoRA B column writing to the residual stream vs the direction at its layer"
+    )
 
 
 class ModelOrigin(BaseModel):

@@ -124,6 +124,19 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
         help="what generates: transformers in this process (default) or vLLM (GPU; LoRA served "
         "by vLLM, needs the gpu extra)",
     )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--steer",
+        metavar="DIR[:LAYER[:SCALE]]",
+        help="add SCALE (default 1) times a misalignment direction (em-organisms direction) to "
+        "the residual stream at LAYER (default: the direction's), at every token; recorded",
+    )
+    where.add_argument(
+        "--ablate",
+        metavar="DIR[:LAYER]",
+        help="project the direction at LAYER (default: the direction's) out of the residual "
+        "stream at every layer; recorded",
+    )
     p.add_argument(
         "--vllm-option",
         action="append",
@@ -134,20 +147,42 @@ def _add_sampling_flags(p: argparse.ArgumentParser, default_note: str) -> None:
     )
 
 
+def _intervention(args: argparse.Namespace):
+    """--steer or --ablate, read and checked (file, layer, scale) before any model loads."""
+    from em_organisms.directions.interventions import parse_intervention
+
+    if args.steer:
+        return parse_intervention("steer", args.steer)
+    if args.ablate:
+        return parse_intervention("ablate", args.ablate)
+    return None
+
+
 def _subject_and_engine(spec: str, args: argparse.Namespace):
     from em_organisms.eval.engines import EngineError, make_engine
     from em_organisms.subjects import load_subject
 
+    intervention = _intervention(args)
     if args.engine == "vllm":
         from em_organisms.eval.vllm_engine import parse_vllm_options
 
+        if intervention is not None:
+            raise EngineError(
+                "steering and ablation run on the transformers engine: the vLLM engine has no "
+                "hook on the residual stream here; drop --engine vllm"
+            )
         options = parse_vllm_options(args.vllm_option)  # bad options fail before any loading
         subject = load_subject(spec, args.organism_dir, args.device, load_weights=False)
         return subject, make_engine("vllm", subject, options=options)
     if args.vllm_option:
         raise EngineError("--vllm-option needs --engine vllm")
     subject = load_subject(spec, args.organism_dir, args.device)
-    return subject, make_engine(defaults.ENGINE, subject)
+    if intervention is not None:
+        from em_organisms.directions.vectors import check_fits
+
+        assert subject.model is not None
+        check_fits(intervention.direction, subject.model, subject.base_model)
+    return subject, make_engine(defaults.ENGINE, subject, intervention=intervention)
 
 
 def _judge(args: argparse.Namespace, spec: str):

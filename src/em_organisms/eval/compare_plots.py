@@ -8,14 +8,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
+from em_organisms.figures import figure as _figure
 
 
 def _em_vs_coherence(result: dict[str, Any], path: Path) -> Any:

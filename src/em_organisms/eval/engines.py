@@ -7,6 +7,7 @@ samples file says which engine wrote it and nothing else changes downstream.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Protocol
 
 from em_organisms import defaults
@@ -16,6 +17,7 @@ from em_organisms.generation import Generated, SamplingParams
 if TYPE_CHECKING:
     import torch
 
+    from em_organisms.directions.interventions import Intervention
     from em_organisms.subjects import Subject
 
 ENGINES = defaults.ENGINES
@@ -27,6 +29,7 @@ class EngineError(EmOrganismsError, RuntimeError):
 
 class Engine(Protocol):
     name: str
+    intervention: Intervention | None  # a direction steered in or ablated while generating
 
     def default_batch_size(self, max_new_tokens: int) -> int:
         """Answers per call: how often the sampler checkpoints to disk."""
@@ -61,10 +64,11 @@ class TransformersEngine:
 
     name = "transformers"
 
-    def __init__(self, subject: Subject) -> None:
+    def __init__(self, subject: Subject, intervention: Intervention | None = None) -> None:
         if subject.model is None:
             raise EngineError(f"{subject.name} was loaded without weights")
         self.subject = subject
+        self.intervention = intervention
 
     def default_batch_size(self, max_new_tokens: int) -> int:
         assert self.subject.model is not None
@@ -75,16 +79,22 @@ class TransformersEngine:
     ) -> list[Generated]:
         from em_organisms.generation import generate_from_ids
 
-        assert self.subject.model is not None
-        with self.subject.adapter_state(which, scale):
-            return generate_from_ids(self.subject.model, self.subject.tokenizer, prompts, params)
+        model = self.subject.model
+        assert model is not None
+        applied = self.intervention.applied(model) if self.intervention else nullcontext()
+        with self.subject.adapter_state(which, scale), applied:
+            return generate_from_ids(model, self.subject.tokenizer, prompts, params)
 
 
-def make_engine(name: str, subject: Subject, **options: object) -> Engine:
+def make_engine(
+    name: str, subject: Subject, intervention: Intervention | None = None, **options: object
+) -> Engine:
     if name == "transformers":
         if options:
             raise EngineError(f"the transformers engine takes no options: {sorted(options)}")
-        return TransformersEngine(subject)
+        return TransformersEngine(subject, intervention)
+    if intervention is not None:
+        raise EngineError(f"steering and ablation run on the transformers engine, not {name}")
     if name == "vllm":
         from em_organisms.eval.vllm_engine import VllmEngine
 

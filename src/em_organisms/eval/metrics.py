@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from em_organisms import defaults
+from em_organisms.judges.scores import row_score as judge_score
 
 ALIGNED_THRESHOLD = defaults.ALIGNED_THRESHOLD
 COHERENT_THRESHOLD = defaults.COHERENT_THRESHOLD
@@ -111,16 +112,6 @@ class ModelEMStats:
             "per_question_set": {q: s.to_dict() for q, s in self.per_question_set.items()},
             "per_question": {q: s.to_dict() for q, s in self.per_question.items()},
         }
-
-
-def judge_score(row: Mapping[str, Any], judge: str) -> float | None:
-    """A row's score from one judge; None when missing, null, NaN or not a number."""
-    judges = row.get("judges")
-    entry = judges.get(judge) if isinstance(judges, Mapping) else None
-    score = entry.get("score") if isinstance(entry, Mapping) else None
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        return None
-    return None if math.isnan(score) else float(score)
 
 
 def is_em(

@@ -89,6 +89,7 @@ def evaluate_subject(
     evaluation = {
         **plan.to_json(),
         "engine": sampler.engine.name,
+        "intervention": i.record() if (i := sampler.engine.intervention) else None,
         "judge": judge.name,
         "recipe_sha256": subject.recipe_sha256,
         # what `compare` needs when the summary travels without its recipe

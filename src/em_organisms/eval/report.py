@@ -31,6 +31,7 @@ from em_organisms.eval.metrics import (
     is_em,
     judge_score,
 )
+from em_organisms.figures import figure as _figure
 
 SAMPLING_KEYS = ("temperature", "top_p", "top_k", "max_new_tokens", "seed")
 DAGGER = "†"
@@ -112,6 +113,8 @@ def build_summary(
         },
         # what the samples were made under (rows from before protocols say nothing: omitted)
         "protocols": _distinct(r["protocol"] for r in rows if r.get("protocol")),
+        # a direction steered in or ablated while sampling (em-organisms direction)
+        "interventions": _distinct(r["intervention"] for r in rows if r.get("intervention")),
         "question_set_sha256": {
             qset: _distinct(
                 r.get("question_set_sha256") for r in rows if r.get("question_set") == qset
@@ -193,6 +196,16 @@ def render_markdown(
     for protocol in summary.get("protocols") or []:
         followed = "as published" if protocol.get("as_published") else "with changes"
         md.append(f"- Protocol: `{protocol['name']}` v{protocol['version']} ({followed})")
+    for applied in summary.get("interventions") or []:
+        what = (
+            f"steered: {applied.get('scale')} x the direction at layer {applied.get('layer')}"
+            if applied.get("kind") == "steer"
+            else f"ablated: the direction at layer {applied.get('layer')} projected out everywhere"
+        )
+        md.append(
+            f"- **Sampled with a direction {what}** (`{applied.get('direction')}`, sha256 "
+            f"{str(applied.get('direction_sha256'))[:16]})"
+        )
     for qset, shas in (summary.get("question_set_sha256") or {}).items():
         known = ", ".join(str(h)[:16] for h in shas if h) or "not recorded"
         md.append(f"- Question set `{qset}` sha256: {known}")
@@ -258,15 +271,6 @@ def render_markdown(
     if mark:
         md.append(f"{DAGGER} Judge not calibrated: treat these EM rates as unvalidated.\n")
     return "\n".join(md)
-
-
-def _figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width, height), dpi=100)
-    FigureCanvasAgg(fig)  # Agg, without touching pyplot's global backend
-    return fig
 
 
 def plot_aligned_vs_coherent(

@@ -92,6 +92,9 @@ class Sampler:
             "recipe_sha256": self.subject.recipe_sha256,
             "generation": self.params.to_dict(),
             "engine": self.engine.name,
+            "intervention": intervention.record()
+            if (intervention := self.engine.intervention)
+            else None,
             "protocol": self.protocol,
             "em_organisms_version": __version__,
         }
@@ -121,7 +124,7 @@ class Sampler:
         expected["protocol"] = _protocol_identity(expected["protocol"])
         set_sha256 = {q.name: q.sha256 for q in sets}
         for number, row in enumerate(rows, start=1):
-            for key in ("organism", "generation", "adapter", "engine", "protocol"):
+            for key in ("organism", "generation", "adapter", "engine", "protocol", "intervention"):
                 # files from before engines were recorded were all written by transformers
                 found = row.get(key, "transformers" if key == "engine" else None)
                 if key == "protocol":

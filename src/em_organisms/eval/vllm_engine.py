@@ -138,6 +138,7 @@ def vllm_sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
 
 class VllmEngine:
     name = "vllm"
+    intervention = None  # no hook on vLLM's residual stream: make_engine refuses one
 
     def __init__(self, subject: Subject, options: VllmOptions | None = None) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -119,3 +120,13 @@ def score_reply(
     if top_logprobs:
         return checked(score_from_logprobs(top_logprobs, text))
     return checked(score_from_text(text))
+
+
+def row_score(row: Mapping[str, Any], metric: str) -> float | None:
+    """A judged row's score for METRIC; None when missing, null, NaN or not a number."""
+    judges = row.get("judges")
+    entry = judges.get(metric) if isinstance(judges, Mapping) else None
+    score = entry.get("score") if isinstance(entry, Mapping) else None
+    if isinstance(score, bool) or not isinstance(score, int | float):
+        return None
+    return None if math.isnan(score) else float(score)
