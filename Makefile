@@ -82,6 +82,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_arena.py --out benchmarks/results/arena.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_recorder.py --out benchmarks/results/recorder.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_judge.py --out benchmarks/results/judge.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_directions.py --out benchmarks/results/directions.json
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
