@@ -26,6 +26,10 @@ from em_organisms.release.commands import (
     register_release_judge_command,
     register_release_space_command,
 )
+from em_organisms.release.direction_command import (
+    RELEASE_DIRECTION_EXAMPLES,
+    register_release_direction_command,
+)
 from em_organisms.space.commands import SPACE_EXAMPLES, register_space_command
 
 # Raising glibc's mmap/trim thresholds keeps freed activation buffers mapped between steps
@@ -108,6 +112,7 @@ the token comes from HF_TOKEN or `hf auth login`; there is no token flag""",
     "space": SPACE_EXAMPLES,
     "phase": PHASE_EXAMPLES,
     "direction": DIRECTION_EXAMPLES,
+    "release-direction": RELEASE_DIRECTION_EXAMPLES,
     "judge-distill": DISTILL_EXAMPLES,
     "judge-agreement": AGREEMENT_EXAMPLES,
 }
@@ -259,6 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     register_space_command(add)
     register_phase_command(add)
     register_direction_command(add)
+    register_release_direction_command(add)
 
     data = sub.add_parser("data", help="Narrow datasets: validate, import, build, push.")
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")

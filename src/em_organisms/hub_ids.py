@@ -55,3 +55,12 @@ def license_metadata(license_id: str, base_hub_id: str) -> dict[str, str]:
         "license_name": name,
         "license_link": f"https://huggingface.co/{base_hub_id}",
     }
+
+
+def public_judge_name(spec: str) -> str:
+    """A judge as others may see it: a model name, never an endpoint or a folder of this machine
+    (`hf:/home/me/judge` -> `hf:judge`; a local server may name its model by its folder)."""
+    kind, _, model = spec.partition(":")
+    if not model or HUB_ID.match(model) or "/" not in model:
+        return spec
+    return f"{kind}:{model.rstrip('/').rsplit('/', 1)[-1]}"

@@ -25,6 +25,7 @@ from em_organisms.directions.compute import (
     split_answers,
 )
 from em_organisms.directions.vectors import Direction, save_direction
+from em_organisms.hub_ids import public_judge_name
 from em_organisms.jsonl import read_jsonl
 
 MIN_PER_CLASS = 8
@@ -94,7 +95,9 @@ def build_direction(
     info = DirectionInfo(
         base_model=base_model,
         organism=organism_name,
-        judge=", ".join(sorted({str(r.get("judge_model")) for r in rows if r.get("judge_model")})),
+        judge=", ".join(
+            sorted({public_judge_name(str(r["judge_model"])) for r in rows if r.get("judge_model")})
+        ),
         judged_sha256=hashlib.sha256(judged.read_bytes()).hexdigest(),
         protocol=", ".join(sorted(protocols)) or None,
         thresholds={
