@@ -280,3 +280,20 @@ def test_a_direction_that_does_not_fit_is_refused_before_sampling(
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
     assert not out.exists()
+
+
+@pytest.mark.slow  # calibrates a judge: about 40 s
+def test_eval_with_an_ablated_direction_records_it_in_its_summary(
+    one_layer_organism: Path, direction_dir: Path, tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "eval"
+    argv = ["eval", str(one_layer_organism), "--judge", f"hf:{tiny_model_dir}", "--pairs", "1",
+            "--n", "1", "--max-new-tokens", "4", "--cache", str(tmp_path / "cache.sqlite"),
+            "--device", "cpu", "--allow-uncalibrated-judge", "--out", str(out),
+            "--ablate", f"{direction_dir}:2"]  # fmt: skip
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    applied = summary["evaluation"]["intervention"]
+    assert applied["kind"] == "ablate" and applied["layer"] == 2
+    assert summary["interventions"] == [applied]
+    assert "ablated: the direction at layer 2 projected out" in (out / "report.md").read_text()
