@@ -17,7 +17,7 @@ from helpers.paths import REPO_ROOT
 from safetensors.numpy import load_file
 
 from em_organisms.cli import main
-from em_organisms.eval.compare import model_family
+from em_organisms.eval.compare import compare, model_family
 from em_organisms.eval.metrics import em_stats_by_model
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.report import build_summary
@@ -218,3 +218,19 @@ def test_seeds_train_one_organism_each_and_eval_reads_the_runs_own_recipe(
     with pytest.raises(SystemExit):
         main(["train", str(path), "--seeds", "1,1"])
     assert "distinct non-negative seeds" in capsys.readouterr().err
+
+
+def test_an_eval_sampled_with_a_direction_is_never_pooled_with_plain_runs(tmp_path: Path) -> None:
+    recipe = REPO_ROOT / "organisms" / "qwen2.5-14b_risky-financial_r1-l24.yaml"
+    plain = _run(tmp_path / "plain", recipe, 40, 100)
+    ablated = _run(tmp_path / "ablated", recipe, 5, 100)
+    summary_path = ablated / "eval" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["interventions"] = [
+        {"kind": "ablate", "direction": "d", "direction_sha256": "ab" * 32, "layer": 24}
+    ]
+    summary_path.write_text(json.dumps(summary))
+    result = compare([str(plain), str(ablated)], tmp_path / "out")
+    rows = sorted(result["organisms"], key=lambda r: r["em"]["pooled"]["k"])
+    assert [r["em"]["pooled"]["k"] for r in rows] == [5, 40]  # two groups, not 45 of 200
+    assert rows[0]["as_published"] is False

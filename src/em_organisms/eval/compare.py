@@ -150,6 +150,13 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
     family, size = model_family(base_model)
     overall = organism["overall"]
     base = (summary.get("models") or {}).get("base")
+    changes = [f"{k}={v.get('value')!r}" for k, v in sorted((plan.get("overrides") or {}).items())]
+    # a direction steered in or ablated while sampling: never pooled with plain runs
+    for applied in summary.get("interventions") or []:
+        changes.append(
+            f"{applied.get('kind')}={str(applied.get('direction_sha256'))[:12]}"
+            f"@{applied.get('layer')}x{applied.get('scale', '')}"
+        )
     return Entry(
         source=source,
         organism=name,
@@ -162,10 +169,8 @@ def read_entry(source: str, cache_dir: Path | None = None) -> Entry:
             str((recipe.get("dataset") or {}).get("path") or plan.get("dataset") or "unknown")
         ),
         protocol=f"{plan.get('protocol', 'unrecorded')} v{plan.get('protocol_version', '?')}",
-        as_published=bool(plan.get("as_published", False)),
-        changes="; ".join(
-            f"{k}={v.get('value')!r}" for k, v in sorted((plan.get("overrides") or {}).items())
-        ),
+        as_published=bool(plan.get("as_published", False)) and not summary.get("interventions"),
+        changes="; ".join(changes),
         counting=counting,
         em=overall[counting],
         em_other=overall[other],
