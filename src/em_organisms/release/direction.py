@@ -24,7 +24,7 @@ from em_organisms.directions.vectors import load_direction
 from em_organisms.hub_ids import HUB_ID, license_metadata
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.safety import prepare_staging_dir
-from em_organisms.release.stage import ReleaseError, StagedRelease, check_publishable
+from em_organisms.release.stage import ReleaseError, StagedRelease, publishable_or_removed
 from em_organisms.resources import template
 
 PLOT = "direction_by_layer.png"
@@ -159,11 +159,7 @@ def stage_direction(
         main,
         {**about, "direction_sha256": direction.sha256, "em_organisms_version": __version__},
     )
-    try:
-        check_publishable(main, STAGED_FILES)
-    except ReleaseError:
-        shutil.rmtree(main)  # nothing that must not be published stays behind
-        raise
+    publishable_or_removed([main], STAGED_FILES)
     return StagedDirection(
         repo_id=repo_id, root=Path(staging_dir), main=main, branches={}, private=private,
         gated=gated, evaluated=bool(effects), left_out=[],

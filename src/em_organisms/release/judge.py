@@ -38,7 +38,7 @@ from em_organisms.judges.distilled import default_student_dir
 from em_organisms.release.hub import MANIFEST, write_manifest
 from em_organisms.release.judge_card import public_backbone, render_judge_card
 from em_organisms.release.safety import prepare_staging_dir
-from em_organisms.release.stage import ReleaseError, StagedRelease, check_publishable
+from em_organisms.release.stage import ReleaseError, StagedRelease, publishable_or_removed
 
 REQUIRED = ("config.json", "model.safetensors", "NOTICE.md", "judge_recipe.yaml", "agreement.json")
 OPTIONAL = ("calibration.json", "agreement.png")
@@ -178,11 +178,7 @@ def stage_judge(
         {**about, "recipe_sha256": config.get("recipe_sha256"), "student_sha256": released_sha,
          "em_organisms_version": __version__},
     )  # fmt: skip
-    try:
-        check_publishable(main, STAGED_FILES)
-    except ReleaseError:
-        shutil.rmtree(main)  # nothing that must not be published stays behind
-        raise
+    publishable_or_removed([main], STAGED_FILES)
     return StagedJudge(
         repo_id=repo_id, root=Path(staging_dir), main=main, branches={}, private=private,
         gated=False, evaluated=True, left_out=left_out, local_backbone=local,

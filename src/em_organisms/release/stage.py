@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fnmatch
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,20 @@ def check_publishable(folder: Path, patterns: tuple[str, ...] = STAGED_FILES) ->
                 )
 
 
+def publishable_or_removed(
+    folders: Sequence[Path], patterns: tuple[str, ...] = STAGED_FILES
+) -> None:
+    """`check_publishable` on every staged folder; on a refusal all of them are removed, so
+    nothing that must not be published stays behind, and the refusal is raised."""
+    try:
+        for folder in folders:
+            check_publishable(folder, patterns)
+    except ReleaseError:
+        for folder in folders:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+
+
 def stage_release(
     recipe: Recipe,
     organism_dir: Path,
@@ -248,8 +263,7 @@ def stage_release(
     for branch, folder in branches.items():
         _write_checkpoint_card(folder, recipe, repo_id, branch, base_hub_id, card.data.to_dict())
         write_manifest(folder, {**about, "branch": branch})
-    for folder in (main, *branches.values()):
-        check_publishable(folder)
+    publishable_or_removed([main, *branches.values()])
     return StagedRelease(
         repo_id=repo_id,
         root=staging_dir,
