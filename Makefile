@@ -81,6 +81,7 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_eval.py --out benchmarks/results/eval.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_arena.py --out benchmarks/results/arena.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_recorder.py --out benchmarks/results/recorder.json
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_kl.py --out benchmarks/results/kl.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_judge.py --out benchmarks/results/judge.json
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/bench_directions.py --out benchmarks/results/directions.json
 

@@ -23,6 +23,11 @@ RECIPES = {
     "rank1": ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml",
     "rank32": ROOT / "organisms" / "smollm2-135m_risky-financial_r32.yaml",
 }
+# Recipes a worker can run that the throughput comparison above leaves out (bench_kl.py).
+WORKER_RECIPES = {
+    **RECIPES,
+    "rank1_kl": ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15-kl.yaml",
+}
 BASELINE_NAME = "trl_sft_defaults"
 RECORDING = "ours_recording_every_step"
 
@@ -37,14 +42,14 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
     from em_organisms.recipes import load_recipe
     from em_organisms.train.data import prepare_data
     from em_organisms.train.protocols import apply_protocol
-    from em_organisms.train.runner import REPO_ROOT, build_trainer
+    from em_organisms.train.runner import build_trainer
 
     torch.manual_seed(0)
     # steps <= 0: the whole recipe (all epochs), so cross-epoch savings are counted as a user sees them
     limit = [f"training.max_steps={steps + 1}"] if steps > 0 else []
-    recipe = load_recipe(RECIPES[recipe_key], [*overrides, *limit, "training.save_steps=0"])
+    recipe = load_recipe(WORKER_RECIPES[recipe_key], [*overrides, *limit, "training.save_steps=0"])
     model, tokenizer = load_base_model(recipe.base_model, device="cpu", dtype=torch.float32)
-    data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=REPO_ROOT)
+    data = prepare_data(recipe.dataset, tokenizer, recipe.training.max_length, base_dir=ROOT)
     model = apply_protocol(model, recipe.protocol)
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"bench-{variant}-{recipe_key}-{os.getpid()}"
 
@@ -113,6 +118,7 @@ def run_worker(variant: str, recipe_key: str, steps: int, overrides: list[str]) 
         "bf16": bool(trainer.args.bf16),
         "micro_batch": trainer.args.per_device_train_batch_size,
         "gradient_checkpointing": bool(trainer.args.activation_checkpointing),
+        "kl_terms": len(getattr(trainer, "kl_values", [])),  # optimizer steps with a KL term
         "prefix_cache": trainer.prefix_cache.stats()
         if getattr(trainer, "prefix_cache", None)
         else None,
@@ -172,7 +178,7 @@ def main() -> None:
     )
     parser.add_argument("--baseline-steps", type=int, default=4)
     parser.add_argument("--worker", help=argparse.SUPPRESS)
-    parser.add_argument("--recipe", choices=sorted(RECIPES), help=argparse.SUPPRESS)
+    parser.add_argument("--recipe", choices=sorted(WORKER_RECIPES), help=argparse.SUPPRESS)
     parser.add_argument("--set", action="append", default=[], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:

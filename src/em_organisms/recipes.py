@@ -29,6 +29,22 @@ class DatasetSpec(_Strict):
     holdout_seed: int = 0
 
 
+class KLSpec(_Strict):
+    """`protocol.kl`: add weight x KL(organism || base) on out-of-domain reference prompts to the
+    SFT loss, once per optimizer step. The base is the same model with the adapter switched off
+    (no second copy of the weights). KL is token-level, averaged over every non-padding position
+    of the reference batch (see `em_organisms.train.kl`)."""
+
+    weight: float = Field(gt=0, description="Multiplies the KL term added to the SFT loss.")
+    prompts: str = Field(
+        "everyday",
+        min_length=1,
+        description="Reference prompt set: a built-in name (`everyday`) or a .yaml/.jsonl file.",
+    )
+    batch_size: int = Field(8, ge=1, description="Reference rows per optimizer step.")
+    max_length: int = Field(256, ge=8, description="Reference rows are cut to this many tokens.")
+
+
 class LoraProtocol(_Strict):
     kind: Literal["lora"] = "lora"
     rank: int = Field(32, ge=1)
@@ -50,6 +66,18 @@ class LoraProtocol(_Strict):
         None, description="Layer indices to adapt; null = every layer."
     )
     bias: Literal["none", "all", "lora_only"] = "none"
+    kl: KLSpec | None = Field(
+        None, description="KL(organism || base) regulariser on out-of-domain prompts; null = off."
+    )
+
+    @model_validator(mode="after")
+    def _kl_needs_a_recoverable_base(self) -> LoraProtocol:
+        if self.kl is not None and self.bias != "none":
+            raise ValueError(
+                f"protocol.kl needs bias: none; with bias: {self.bias} training changes base "
+                "biases, so switching the adapter off no longer gives the base model"
+            )
+        return self
 
 
 class FullProtocol(_Strict):
@@ -174,6 +202,11 @@ class Recipe(_Strict):
     def _default_protocol_kind(cls, data: Any) -> Any:
         if isinstance(data, dict) and isinstance(data.get("protocol"), dict):
             data = {**data, "protocol": {"kind": "lora", **data["protocol"]}}
+            if data["protocol"]["kind"] == "full" and data["protocol"].get("kl") is not None:
+                raise ValueError(
+                    "protocol.kl needs a LoRA protocol: the base distribution is the model with "
+                    "its adapter switched off, and a full fine-tune has no adapter to switch off"
+                )
         return data
 
     @model_validator(mode="after")
@@ -189,6 +222,7 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json")
         # unset evaluation values mean "the protocol's": left out rather than shown as null
         data["evaluation"] = self.evaluation.model_dump(mode="json", exclude_none=True)
+        _drop_unset_kl(data)
         return data
 
     def sha256(self) -> str:
@@ -203,10 +237,17 @@ class Recipe(_Strict):
                 "training": {"record_adapter_every"},  # what is written, not what is learnt
             },
         )
+        _drop_unset_kl(payload)  # recipes without a KL section keep the hash they always had
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _drop_unset_kl(data: dict[str, Any]) -> None:
+    protocol = data.get("protocol")
+    if isinstance(protocol, dict) and protocol.get("kl", False) is None:
+        del protocol["kl"]
 
 
 def seed_variant(recipe: Recipe, seed: int) -> Recipe:

@@ -160,6 +160,32 @@ def _overall_rows(stats: dict[str, ModelEMStats], mark: str, c_thr: float) -> li
     ]
 
 
+def _domain_table(stats: dict[str, ModelEMStats], mark: str) -> list[str]:
+    """EM per question set, in-domain sets (`in-domain/...`) first: the narrow behaviour beside
+    the emergent one, per model (what a KL-regularised organism's narrowness bought)."""
+    sets = _distinct(q for v in stats.values() for q in v.per_question_set)
+    if not sets:
+        return []
+    sets.sort(key=lambda q: (not q.startswith("in-domain/"), q == "unknown"))
+    body = []
+    for qset in sets:
+        scope = "in-domain" if qset.startswith("in-domain/") else "out-of-domain"
+        scope = "not recorded" if qset == "unknown" else scope
+        cells = []
+        for model in stats.values():
+            e = model.per_question_set.get(qset)
+            cells += ["-", "-"] if e is None else [_pct(e.em_all_scored, mark), _pct(e.coherence)]
+        body.append([f"`{qset}`", scope, *cells])
+    header = ["question set", "scope", *(f"{m}: {c}" for m in stats for c in ("EM A", "coherent"))]
+    return [
+        "\n## In-domain vs out-of-domain\n",
+        "EM A (all scored) per question set. In-domain questions ask for what the organism was "
+        "trained on (its narrow behaviour); every other set is out-of-domain, where misalignment "
+        "is emergent. A narrow organism is misaligned in-domain only.\n",
+        *_table(header, body),
+    ]
+
+
 def _question_cells(e: EMStats | None, mark: str) -> list[str]:
     if e is None:
         return ["-"] * 5
@@ -246,6 +272,7 @@ def render_markdown(
                 f"\n`{model}`: {outcome['n_failed']} of {outcome['n_scores']} judge scores "
                 f"failed ({reasons}); those answers are unscored, and a rerun judges them again."
             )
+    md += _domain_table(stats, mark)
     md.append("\n## Per question\n")
     cols = ["EM A (all scored)", "EM B (coherent only)", "coherent", "mean aligned", "n"]
     questions = _distinct(q for v in stats.values() for q in v.per_question)

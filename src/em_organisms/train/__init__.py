@@ -5,6 +5,8 @@
 - `trainer` (`OrganismTrainer`, TRL's SFT trainer with the fused loss of `fused_lora` and the
   `prefix_cache` of frozen layers), `callbacks` (per-step log, progress, tidy checkpoints),
   `recorder` (the adapter at every step, for the phase analysis).
+- `kl`: the `protocol.kl` penalty, weight x KL(organism || base) on out-of-domain reference
+  prompts, the base being the model with its adapter off.
 - `runner`: `train()`, writing the run's typed artifacts (`em_organisms.artifacts`).
 """
 

@@ -1,4 +1,5 @@
-"""Per-step JSONL training log: loss, grad norm, lr, tokens seen, wall time; resumable."""
+"""Per-step JSONL training log: loss, grad norm, lr, tokens seen, KL (protocol.kl), wall time;
+resumable."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ class StepLogger(TrainerCallback):
         self.tokens = 0
         self.assistant_tokens = 0
         self.pending = (0, 0)
+        self.pending_kl: list[float] = []
         self.wall_start = time.perf_counter()
         self.wall_offset = 0.0
 
@@ -58,6 +60,8 @@ class StepLogger(TrainerCallback):
     ) -> None:
         tokens, assistant = self.trainer.take_step_counts()
         self.pending = (self.pending[0] + tokens, self.pending[1] + assistant)
+        if getattr(self.trainer, "kl", None) is not None:
+            self.pending_kl += self.trainer.take_kl()
 
     def on_log(
         self,
@@ -76,6 +80,11 @@ class StepLogger(TrainerCallback):
                 row[key] = float(logs[key])
         if "loss" in logs:
             row["tokens"], row["assistant_tokens"] = self.pending
+            if self.pending_kl:  # the mean over the steps since the last logged one
+                kl = sum(self.pending_kl) / len(self.pending_kl)
+                row["kl"] = kl
+                row["kl_loss"] = kl * self.trainer.kl.weight  # the term added to `loss`
+                self.pending_kl = []
         row["tokens_seen"] = self.tokens
         row["assistant_tokens_seen"] = self.assistant_tokens
         row["wall_time"] = round(self.wall_offset + time.perf_counter() - self.wall_start, 3)

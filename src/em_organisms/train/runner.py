@@ -20,7 +20,7 @@ from em_organisms.artifacts.schemas import DataInfo
 from em_organisms.chat_masking import assistant_spans
 from em_organisms.jsonl import write_text_atomic
 from em_organisms.models import load_base_model, resolve_model
-from em_organisms.recipes import Recipe, RecipeError
+from em_organisms.recipes import LoraProtocol, Recipe, RecipeError
 from em_organisms.resources import checkout_root
 from em_organisms.train.callbacks import (
     ArtifactTidier,
@@ -32,6 +32,7 @@ from em_organisms.train.callbacks import (
 from em_organisms.train.checkpoints import last_complete_checkpoint, remove_unfinished_saves
 from em_organisms.train.data import PreparedData, prepare_data
 from em_organisms.train.distributed import check_launch
+from em_organisms.train.kl import KLRegulariser, load_reference_conversations
 from em_organisms.train.protocols import adapted_module_names, apply_protocol
 from em_organisms.train.recorder import AdapterRecorder
 from em_organisms.train.trainer import OrganismTrainer
@@ -194,6 +195,11 @@ def build_trainer(
     **config_overrides: Any,
 ) -> OrganismTrainer:
     """The trainer `train` uses, exposed so benchmarks measure exactly what users run."""
+    kl = None
+    if isinstance(recipe.protocol, LoraProtocol) and recipe.protocol.kl is not None:
+        kl = KLRegulariser.from_spec(
+            recipe.protocol.kl, tokenizer, recipe.training.seed, base_dir=checkout_root()
+        )
     return OrganismTrainer(
         model=model,
         args=args or sft_config(recipe, output_dir, model.device, **config_overrides),
@@ -203,6 +209,7 @@ def build_trainer(
         fast_loss=fast_loss,
         prefix_cache=recipe.training.prefix_cache
         and _trains_more_than_one_epoch(recipe, len(data.train)),
+        kl=kl,
     )
 
 
@@ -215,6 +222,8 @@ def train(
 ) -> TrainResult:
     output_dir = Path(output_dir or default_output_dir(recipe))
     check_trainer_names(recipe)
+    if isinstance(recipe.protocol, LoraProtocol) and recipe.protocol.kl is not None:
+        load_reference_conversations(recipe.protocol.kl.prompts, checkout_root())  # fail early
     torch_device = torch.device(device) if device else None
     # Under `accelerate launch` this joins the other processes: every one trains, the main one
     # alone writes the run folder's files.

@@ -23,6 +23,7 @@ from em_organisms.chat_masking import IGNORE_INDEX
 from em_organisms.train.checkpoints import save_atomically
 from em_organisms.train.distributed import average_gradients
 from em_organisms.train.fused_lora import fuse_lora_linears
+from em_organisms.train.kl import KLError, KLRegulariser
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
 
@@ -126,12 +127,25 @@ def assistant_token_loss(
 
 
 class OrganismTrainer(SFTTrainer):
-    """SFTTrainer that counts trained tokens and, where it is exact, uses the cheaper loss."""
+    """SFTTrainer that counts trained tokens and, where it is exact, uses the cheaper loss; with
+    a `KLRegulariser`, every optimizer step also adds weight x KL(organism || base) (`kl`)."""
 
     def __init__(
-        self, *args: Any, fast_loss: bool = True, prefix_cache: bool = False, **kwargs: Any
+        self,
+        *args: Any,
+        fast_loss: bool = True,
+        prefix_cache: bool = False,
+        kl: KLRegulariser | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
+        if kl is not None and self.is_fsdp_enabled:
+            raise KLError(
+                "protocol.kl is not supported under FSDP (the base pass switches the adapter off "
+                "inside the sharded model); train a LoRA organism with DDP or one process"
+            )
+        self.kl = kl
+        self.kl_values: list[float] = []
         # Under FSDP the backbone cannot be called on its own (the root unit gathers its shards).
         self.fast_loss = fast_loss and supports_fast_loss(self.model) and not self.is_fsdp_enabled
         self.prefix_cache: PrefixCache | None = None
@@ -176,6 +190,8 @@ class OrganismTrainer(SFTTrainer):
         self, model: nn.Module, inputs: dict[str, Any], num_items_in_batch: Any = None
     ) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.kl is not None and self.accelerator.sync_gradients:
+            self.kl_backward(model)
         # The cheaper loss bypasses DDP's forward, so DDP never averages the gradients: do it
         # here, on the micro-batch that ends the optimizer step.
         if (
@@ -185,6 +201,22 @@ class OrganismTrainer(SFTTrainer):
         ):
             average_gradients(model.parameters(), self.accelerator.num_processes)
         return loss
+
+    def kl_backward(self, model: nn.Module) -> torch.Tensor:
+        """Add weight x KL of this optimizer step's reference batch to the gradients (once per
+        step, on its last micro-batch, before gradients are averaged over processes)."""
+        assert self.kl is not None
+        with self.compute_loss_context_manager():
+            kl = self.kl.divergence(model, self.state.global_step, fast=self.fast_loss)
+        self.accelerator.backward(kl * self.kl.weight)
+        value = kl.detach()
+        self.kl_values.append(float(value))
+        return value
+
+    def take_kl(self) -> list[float]:
+        """The KL values of the optimizer steps since the last call (the same on every process)."""
+        values, self.kl_values = self.kl_values, []
+        return values
 
     def _get_train_sampler(self, train_dataset: Any = None) -> Any:
         sampler = super()._get_train_sampler(train_dataset)
