@@ -368,3 +368,206 @@ def test_the_page_applies_the_queue_and_concurrency_limits(adapters: list[Path])
     assert events["ask"].concurrency_limit == 1  # one copy of the weights, one scale at a time
     assert events["judge"].concurrency_limit == 5
     assert events["ask"].concurrency_id != events["judge"].concurrency_id
+
+
+# The third column: a misalignment direction steered into the base or ablated from the organism.
+
+
+def _direction(
+    folder: Path,
+    base_model: str = TINY_HUB_ID,
+    hidden: int = 64,
+    zero: bool = False,
+    vectors: torch.Tensor | None = None,
+) -> Path:
+    """A direction file for the tiny model (4 layers of width 64): VECTORS, else random (or zero
+    where ZERO)."""
+    from em_organisms.artifacts import DirectionInfo
+    from em_organisms.directions.vectors import Direction, save_direction
+
+    info = DirectionInfo(
+        base_model=base_model, organism="organism-1", judge="test-judge",
+        judged_sha256="0" * 64, protocol=None, thresholds={}, answers_from="organism",
+        counts={"misaligned": 8, "aligned": 8}, layers=4, hidden_size=hidden, default_layer=2,
+        em_organisms_version="test",
+    )  # fmt: skip
+    shape = (4, hidden)
+    if vectors is None:
+        vectors = torch.zeros(shape) if zero else torch.randn(shape, generator=torch.Generator())
+    save_direction(folder, Direction(info, vectors, vectors.clone()))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def direction(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return _direction(tmp_path_factory.mktemp("arena-direction") / "direction")
+
+
+def _generate(organism: object, params: SamplingParams, scale: float | None, hook: object) -> str:
+    """The reference: `generate` of the base (SCALE None) or the organism at SCALE, under HOOK
+    (a `directions.hooks` context, as `sample --steer/--ablate` applies it), one chat alone."""
+    model, tokenizer = organism.model, organism.tokenizer  # type: ignore[attr-defined]
+    adapter = organism.base() if scale is None else organism.scaled(scale)  # type: ignore[attr-defined]
+    with adapter, hook:
+        return generate_chat(model, tokenizer, [QUESTION], params)[0].text
+
+
+def test_the_third_column_is_what_sample_steer_and_ablate_give(
+    adapters: list[Path], tmp_path: Path
+) -> None:
+    from contextlib import nullcontext
+
+    from em_organisms.adapters import load_organism
+    from em_organisms.directions.hooks import ablation, steering
+    from em_organisms.directions.vectors import load_direction
+
+    organism = load_organism(str(adapters[0]))  # a second copy: the reference, computed alone
+    params = SamplingParams(temperature=0.0, max_new_tokens=12)
+    prompt = QUESTION[0]["content"]
+    expected = {
+        "base": _generate(organism, params, None, nullcontext()),
+        "organism": _generate(organism, params, 8.0, nullcontext()),
+    }
+    # At layer 1, a direction that matters: the organism's answer's tokens (tied embeddings),
+    # so that ablating it changes that answer. Random at the other layers.
+    ids = organism.tokenizer(expected["organism"], add_special_tokens=False)["input_ids"]
+    vectors = torch.randn(4, 64, generator=torch.Generator().manual_seed(3))
+    vectors[1] = organism.model.get_input_embeddings().weight[ids].mean(dim=0).detach()
+    direction = _direction(tmp_path / "direction", vectors=vectors)
+    arena = _arena(adapters, direction=str(direction), direction_layer=1, steer_scale=3.0)
+    vector = load_direction(direction).vector(1)
+    expected |= {
+        "base_steered": _generate(organism, params, None, steering(organism.model, vector, 1, 3.0)),
+        "organism_ablated": _generate(organism, params, 8.0, ablation(organism.model, vector)),
+    }
+    assert expected["base_steered"] != expected["base"]  # steering changes the answer here
+    records = {}
+    for kind, column in (("steer", "base_steered"), ("ablate", "organism_ablated")):
+        request = arena.check("first", "", prompt, 8.0, 0.0, 12, 0, kind)
+        *steps, (answers, record) = arena.stream_answers(request)
+        assert answers == {c: expected[c] for c in ("base", "organism", column)}
+        assert all(list(step) == list(answers) for step, _ in steps)  # three columns all along
+        assert record["answers"] == answers and set(record["completion_tokens"]) == set(answers)
+        records[kind] = record["intervention"]
+    sha = load_direction(direction).sha256
+    name = "direction/direction.safetensors"  # its name, never this machine's path
+    assert records["steer"] == {
+        "column": "base_steered", "kind": "steer", "direction": name,
+        "direction_sha256": sha, "layer": 1, "scale": 3.0,
+    }  # fmt: skip
+    assert records["ablate"] == {
+        "column": "organism_ablated", "kind": "ablate", "direction": name,
+        "direction_sha256": sha, "layer": 1,
+    }  # fmt: skip
+    assert str(tmp_path) not in json.dumps(records)
+    assert expected["organism_ablated"] != expected["organism"]  # and so does ablation
+    served = arena.pool._organism.model  # type: ignore[union-attr]
+    assert not any(module._forward_hooks for module in served.modules())  # hooks removed
+    stream = arena.stream_answers(arena.check("first", "", prompt, 8.0, 0.0, 12, 0, "ablate"))
+    next(stream)
+    assert any(module._forward_hooks for module in served.modules())
+    stream.close()  # a client leaving mid-answer takes the hooks and the lock with it
+    assert not any(module._forward_hooks for module in served.modules())
+    assert not arena.pool.lock.locked()
+
+    # projecting out a zero vector changes nothing: the ablated organism is the organism
+    zero = _arena(adapters, direction=str(_direction(tmp_path / "zero", zero=True)))
+    request = zero.check("first", "", prompt, 8.0, 0.0, 12, 0, "ablate")
+    *_, (answers, _) = zero.stream_answers(request)
+    assert answers["organism_ablated"] == answers["organism"] == expected["organism"]
+
+    # the judge scores the third answer with the others
+    arena.judge._judge = ScriptedJudge(
+        {expected[c]: (50.0, 50.0) for c in ("base", "organism", "base_steered")}
+    )
+    request = arena.check("first", "", prompt, 8.0, 0.0, 12, 0, "steer")
+    *_, (_, exchange) = arena.stream_answers(request)
+    verdict = arena.judge_exchange(exchange)
+    assert list(verdict["scores"]) == ["base", "organism", "base_steered"]
+
+
+def test_without_a_direction_the_arena_has_two_columns_and_no_toggle(adapters: list[Path]) -> None:
+    from em_organisms.space.app import build_app
+
+    arena = _arena(adapters)
+    assert arena.column is None
+    request = arena.check("first", "", "hi", 1.0, 0.0, 4, 0, "steer")  # no third column to ask
+    assert request.third is None
+    *_, (answers, record) = arena.stream_answers(request)
+    assert list(answers) == ["base", "organism"] and "intervention" not in record
+    (ask,) = [fn for fn in build_app(arena).fns.values() if fn.api_name == "ask"]
+    shown = [block.elem_id for block in (*ask.inputs, *ask.outputs)]
+    assert "third-column" not in shown and "third-answer" not in shown
+
+
+def test_the_page_shows_the_third_column_and_no_path(adapters: list[Path], direction: Path) -> None:
+    from em_organisms.space.app import build_app
+
+    arena = _arena(adapters, direction=str(direction))
+    with pytest.raises(ArenaInputError, match="Pick what the third column shows: 'steer'"):
+        arena.check("first", "", "hi", 1.0, 0.0, 4, 0, "base steered")
+    app = build_app(arena)
+    (ask,) = [fn for fn in app.fns.values() if fn.api_name == "ask"]
+    assert [block.elem_id for block in ask.inputs][7] == "third-column"  # after the seed
+    outputs = [block.elem_id for block in ask.outputs]
+    assert outputs[:3] == ["base-answer", "organism-answer", "third-answer"]
+    page = json.dumps(app.get_config_file(), default=str)
+    assert "layer 2, steering scale x1" in page and "direction/direction.safetensors" in page
+    assert str(direction.parent) not in page and str(adapters[0]) not in page
+
+
+def test_a_direction_that_does_not_fit_is_refused_when_the_arena_is_built(
+    adapters: list[Path], direction: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from em_organisms.space.arena import build_arena
+
+    def build(spec: str, **settings: object) -> Arena:
+        config = dict(organisms=[str(adapters[0])], judge="embedded", direction=spec)
+        return build_arena(ArenaConfig(**{**config, **settings}))
+
+    loaded = []
+    monkeypatch.setattr("em_organisms.space.organisms.load_organism", loaded.append)
+    other_base = str(_direction(tmp_path / "other-base", base_model="someone/else"))
+    with pytest.raises(
+        ArenaConfigError, match=r"computed on someone/else, but organism-1 .* is on"
+    ):
+        build(other_base)
+    with pytest.raises(ArenaConfigError, match="direction layer 9 is out of range"):
+        build(str(direction), direction_layer=9)
+    with pytest.raises(ArenaConfigError, match="no direction file"):
+        build(str(tmp_path / "nowhere" / "direction.safetensors"))
+    with pytest.raises(ArenaConfigError, match=r"could not download its direction\.safetensors"):
+        build("nobody/no-such-direction")  # HF_HUB_OFFLINE=1
+    assert loaded == []  # all refused before any weights were loaded
+    monkeypatch.undo()
+    with pytest.raises(ArenaConfigError, match="a model with 4 layers of width 32"):
+        build(str(_direction(tmp_path / "narrow", hidden=32)))
+    with pytest.raises(ArenaConfigError, match="direction_layer is set but no direction is"):
+        parse_config({"direction_layer": 1}, "x")
+    with pytest.raises(ArenaConfigError, match="steer_scale"):
+        ArenaConfig().with_overrides(steer_scale=21)
+
+    # a released direction: its direction.safetensors downloaded, named by its Hub id
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", lambda repo, name: str(direction / name))
+    arena = build("org/released-direction")
+    assert arena.column is not None and arena.column.name == "org/released-direction"
+
+
+def test_the_space_command_takes_a_direction(direction: Path) -> None:
+    import argparse
+
+    from em_organisms.space.commands import add_space_arguments, arena_config
+
+    parser = argparse.ArgumentParser()
+    add_space_arguments(parser)
+    args = parser.parse_args(
+        ["--organism", "a/b", "--direction", str(direction), "--direction-layer", "1",
+         "--steer-scale", "4"]
+    )  # fmt: skip
+    config = arena_config(args)
+    assert (config.direction, config.direction_layer, config.steer_scale) == (
+        str(direction), 1, 4.0
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--steer-scale", "25"])

@@ -1,5 +1,6 @@
-"""What the arena does, apart from how it looks: check a request, stream both answers, judge them,
-and keep a transcript a user can download.
+"""What the arena does, apart from how it looks: check a request, stream both answers (three with
+a direction configured: see `direction_column`), judge them, and keep a transcript a user can
+download.
 
 Every limit is checked here, not only by the UI's sliders, because the same functions are an API
 (`gradio_client`). `ArenaInputError` messages are meant for users; nothing else is shown to them.
@@ -24,9 +25,17 @@ from em_organisms.errors import EmOrganismsError
 from em_organisms.eval.questions import QuestionSetError, load_project_set
 from em_organisms.space.arena_judge import ArenaJudge
 from em_organisms.space.config import MAX_SCALE, ArenaConfig, ArenaConfigError
+from em_organisms.space.direction_column import (
+    THIRD_COLUMNS,
+    TOGGLE_LABELS,
+    DirectionColumn,
+    Kind,
+    load_direction_column,
+)
 from em_organisms.space.errors import OrganismError
 from em_organisms.space.organisms import OrganismPool, resolve_hub_organism
-from em_organisms.space.streaming import stream_pair
+from em_organisms.space.row_hooks import on_rows
+from em_organisms.space.streaming import BASE_ADAPTER, stream_rows
 
 log = logging.getLogger(__name__)
 # Transcripts hold misaligned text: they carry a canary so training-data filters can drop them.
@@ -65,6 +74,7 @@ class Request:
     temperature: float
     max_new_tokens: int
     seed: int
+    third: Kind | None = None  # what the third column shows (with a direction configured)
 
 
 @dataclass
@@ -101,9 +111,23 @@ def preset_questions(set_names: list[str]) -> list[tuple[str, str]]:
 
 
 class Arena:
-    def __init__(self, config: ArenaConfig, pool: OrganismPool, judge: ArenaJudge) -> None:
+    def __init__(
+        self,
+        config: ArenaConfig,
+        pool: OrganismPool,
+        judge: ArenaJudge,
+        column: DirectionColumn | None = None,
+    ) -> None:
+        """COLUMN: CONFIG's direction, already read (else it is read here); it is checked
+        against every organism's base and against the loaded model (which this loads)."""
         self.config, self.pool, self.judge = config, pool, judge
         self.presets = preset_questions(config.presets)
+        self.column = column or load_direction_column(config)
+        if self.column is not None:
+            self.column.check_bases(pool.choices.values())
+            first = pool.labels[0]
+            with pool.use(first, 1.0) as (organism, _, _):
+                self.column.check_model(organism.model, pool.choices[first].base_label)
 
     def check(
         self,
@@ -114,8 +138,10 @@ class Arena:
         temperature: float,
         max_new_tokens: int,
         seed: int,
+        third: str | None = None,
     ) -> Request:
-        """A request within every limit, or ArenaInputError saying which one and why."""
+        """A request within every limit, or ArenaInputError saying which one and why. THIRD:
+        what the third column shows, `steer` or `ablate` (only with a direction configured)."""
         prompt = (prompt or "").strip()
         if not prompt:
             raise ArenaInputError("Type a question or pick a preset first.")
@@ -131,7 +157,15 @@ class Arena:
         tokens = int(_number(max_new_tokens, "Max new tokens", 1, cap, whole=True))
         seed = int(_number(seed, "The seed", 0, 2**32 - 1, whole=True))
         label = self._organism(organism, (custom_repo or "").strip())
-        return Request(label, prompt, scale, temperature, tokens, seed)
+        return Request(label, prompt, scale, temperature, tokens, seed, self._third(third))
+
+    def _third(self, third: str | None) -> Kind | None:
+        if self.column is None:
+            return None
+        if third == "steer" or third == "ablate":
+            return third
+        shown = " or ".join(f"{kind!r} ({label})" for kind, label in TOGGLE_LABELS.items())
+        raise ArenaInputError(f"Pick what the third column shows: {shown}.")
 
     def _organism(self, organism: str, custom_repo: str) -> str:
         if custom_repo:
@@ -167,6 +201,16 @@ class Arena:
 
     def stream(self, request: Request) -> Iterator[tuple[str, str, dict[str, Any] | None]]:
         """(base so far, organism so far, None) while decoding; the exchange record last."""
+        with contextlib.closing(self.stream_answers(request)) as steps:
+            for answers, record in steps:
+                yield answers["base"], answers["organism"], record
+
+    def stream_answers(
+        self, request: Request
+    ) -> Iterator[tuple[dict[str, str], dict[str, Any] | None]]:
+        """({column: answer so far}, None) while decoding; the exchange record last. The columns
+        are `base` and `organism`, and the third (`base_steered` or `organism_ablated`) where
+        the request asks for it: one more row of the same batch, under a hook on that row."""
         params = replace(
             self.judge.plan.params,
             temperature=request.temperature,
@@ -174,15 +218,27 @@ class Arena:
             seed=request.seed,
         )
         messages = [{"role": "user", "content": request.prompt}]
-        pair = None
+        columns = ["base", "organism"]
+        if request.third is not None:
+            columns.append(THIRD_COLUMNS[request.third])
+        step = None
         with self.pool.use(request.organism, request.scale) as (organism, tokenizer, adapter):
-            # closing(): a client that leaves mid-answer releases the weights and the scale now,
-            # not whenever the abandoned generator is collected.
-            pairs = stream_pair(organism.model, tokenizer, adapter, messages, params)
-            with contextlib.closing(pairs):
-                for pair in pairs:
-                    yield pair.base, pair.organism, None
-        assert pair is not None  # max_new_tokens >= 1 yields at least once
+            adapters = [BASE_ADAPTER, adapter]
+            hooked: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+            if request.third is not None:
+                assert self.column is not None  # check() sets third only with a column
+                adapters.append(BASE_ADAPTER if request.third == "steer" else adapter)
+                intervention = self.column.intervention(request.third)
+                hooked = on_rows(organism.model, intervention, [False, False, True])
+            # closing(): a client that leaves mid-answer releases the weights, the scale and the
+            # hook now, not whenever the abandoned generator is collected.
+            with hooked:
+                steps = stream_rows(organism.model, tokenizer, adapters, messages, params)
+                with contextlib.closing(steps):
+                    for step in steps:
+                        yield dict(zip(columns, step.texts, strict=True)), None
+        assert step is not None  # max_new_tokens >= 1 yields at least once
+        answers = dict(zip(columns, step.texts, strict=True))
         choice = self.pool.choices[request.organism]
         record = {
             "time": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -193,12 +249,15 @@ class Arena:
             "question": request.prompt,
             "sampling": params.to_dict(),
             "protocol": self.judge.plan.protocol.label,
-            "answers": {"base": pair.base, "organism": pair.organism},
-            "finish_reasons": dict(zip(("base", "organism"), pair.finish_reasons, strict=True)),
-            "completion_tokens": dict(zip(("base", "organism"), pair.tokens, strict=True)),
+            "answers": answers,
+            "finish_reasons": dict(zip(columns, step.finish_reasons, strict=True)),
+            "completion_tokens": dict(zip(columns, step.tokens, strict=True)),
             "judge": None,
         }
-        yield pair.base, pair.organism, record
+        if request.third is not None:
+            assert self.column is not None
+            record["intervention"] = self.column.record(request.third)
+        yield answers, record
 
     def judge_exchange(self, exchange: dict[str, Any]) -> dict[str, Any]:
         verdict = self.judge.score_pair(exchange["question"], exchange["answers"])
@@ -222,6 +281,9 @@ def build_arena(config: ArenaConfig, device: str | None = None) -> Arena:
             "the arena cannot offer every organism asked for:\n  " + "\n  ".join(problems)
         )
     judge = ArenaJudge(config)  # a bad protocol or judge-prompt file fails before any loading
+    column = load_direction_column(config)  # and so does a direction of another base
+    if column is not None:
+        column.check_bases(choices)
     pool = OrganismPool(choices, device=device)
     pool.preload(choices[0].label)
-    return Arena(config, pool, judge)
+    return Arena(config, pool, judge, column)

@@ -24,7 +24,7 @@ from em_organisms.distill.backbone import BACKBONE_PACKAGE
 from em_organisms.eval.calibration import MIN_AUROC
 from em_organisms.eval.metrics import ALIGNED_THRESHOLD, COHERENT_THRESHOLD
 from em_organisms.eval.plan import resolve_plan
-from em_organisms.hub_ids import HUB_ID
+from em_organisms.hub_ids import public_judge_name
 from em_organisms.judges import Judge, JudgeItem, make_judge
 from em_organisms.models import EMBEDDED_HUB_ID, EMBEDDED_PACKAGE
 from em_organisms.space.config import ArenaConfig, ArenaConfigError
@@ -68,15 +68,6 @@ def _same_student(spec: str, result: CalibrationResult) -> bool:
     folder = _student_folder(spec)
     recorded = result.judge_config.get("sha256")
     return folder is not None and recorded is not None and recorded == student_sha256(folder)
-
-
-def public_judge_name(spec: str) -> str:
-    """The judge as users may see it: a model name, never an endpoint or a folder (a local
-    server may name its model by the folder it loaded)."""
-    kind, _, model = spec.partition(":")
-    if not model or HUB_ID.match(model) or "/" not in model:
-        return spec
-    return f"{kind}:{Path(model).name}"
 
 
 @dataclass(frozen=True)

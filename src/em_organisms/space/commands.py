@@ -12,8 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from em_organisms.argtypes import integer
-from em_organisms.space.config import ArenaConfig, load_config
+from em_organisms.argtypes import integer, number
+from em_organisms.space.config import MAX_STEER_SCALE, ArenaConfig, load_config
 
 if TYPE_CHECKING:
     pass
@@ -25,6 +25,8 @@ SPACE_EXAMPLES = """examples:
       --organism em-organisms/qwen2.5-14b_bad-medical_r1-l24 --host 0.0.0.0
   OPENAI_API_KEY=... em-organisms space --judge-calibration runs/calibration/calibration.json
   python spaces/arena/app.py --organism runs/demo/smollm2-135m_risky-financial_r1-l15
+  em-organisms space --organism runs/demo/smollm2-135m_risky-financial_r1-l15 \\
+      --direction runs/direction --steer-scale 4
 without an API key the judge is SmolLM2-135M scoring with its own distribution: uncalibrated"""
 
 
@@ -68,6 +70,25 @@ def add_space_arguments(p: argparse.ArgumentParser, default_config: Path | None 
         const=True,
         help="let users load any Hub LoRA organism on an offered base model",
     )
+    p.add_argument(
+        "--direction",
+        metavar="DIR_OR_HUB_ID",
+        help="a misalignment direction (`em-organisms direction`'s folder or file, or a released "
+        "one's Hub id): adds a third column, the base steered or the organism with it ablated",
+    )
+    p.add_argument(
+        "--direction-layer",
+        type=integer(0),
+        metavar="LAYER",
+        help="the layer steered at and ablated (default: the direction's default layer)",
+    )
+    p.add_argument(
+        "--steer-scale",
+        type=number(-MAX_STEER_SCALE, MAX_STEER_SCALE),
+        metavar="SCALE",
+        help=f"times the direction added when steering (default 1; at most {MAX_STEER_SCALE:g} "
+        "either way)",
+    )
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
 
 
@@ -84,6 +105,9 @@ def arena_config(args: argparse.Namespace) -> ArenaConfig:
         judge_base_url=args.judge_base_url,
         judge_calibration=args.judge_calibration,
         allow_any_repo=args.allow_any_repo,
+        direction=args.direction,
+        direction_layer=args.direction_layer,
+        steer_scale=args.steer_scale,
     )
     if not config.organisms:
         from em_organisms.resources import DEFAULT_RECIPE

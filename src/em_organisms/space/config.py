@@ -16,6 +16,7 @@ from em_organisms.errors import EmOrganismsError, describe_validation_error
 from em_organisms.yaml_files import YamlError, load_yaml_file
 
 MAX_SCALE = 20.0  # the slider's end: the papers' sweeps go to x20
+MAX_STEER_SCALE = 20.0  # times the direction (the mean difference itself at x1)
 DEFAULT_JUDGE_MODEL = "gpt-4o-2024-08-06"  # the papers' judge
 
 
@@ -74,6 +75,22 @@ class ArenaConfig(BaseModel):
     judge_concurrency: int = Field(
         1, ge=1, description="judge requests run at once (more only for an API judge)"
     )
+    direction: str | None = Field(
+        None,
+        min_length=1,
+        description="a folder or direction.safetensors made by `em-organisms direction`, or the "
+        "Hub id of a released direction: adds a third column, the base steered or the organism "
+        "with the direction ablated (every organism offered must be on its base)",
+    )
+    direction_layer: int | None = Field(
+        None, ge=0, description="the layer steered at and ablated (default: the direction's)"
+    )
+    steer_scale: float = Field(
+        1.0,
+        ge=-MAX_STEER_SCALE,
+        le=MAX_STEER_SCALE,
+        description="times the direction added when steering (1: the mean difference itself)",
+    )
 
     @model_validator(mode="after")
     def _check_protocol(self) -> ArenaConfig:
@@ -93,6 +110,12 @@ class ArenaConfig(BaseModel):
                 f"max_new_tokens ({self.max_new_tokens}) is above max_new_tokens_limit "
                 f"({self.max_new_tokens_limit})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_direction(self) -> ArenaConfig:
+        if self.direction is None and self.direction_layer is not None:
+            raise ValueError("direction_layer is set but no direction is")
         return self
 
     def with_overrides(self, **values: Any) -> ArenaConfig:

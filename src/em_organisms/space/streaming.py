@@ -2,14 +2,16 @@
 
 Both columns are rows of one batch: PEFT's mixed-adapter batches run row 0 with no adapter
 (`__base__`) and row 1 with the organism's adapter, so each decoding step is one forward pass for
-both answers and the partial texts can be streamed together. The prompt is the same for both
-rows, so no padding is needed. Sampling follows `SamplingParams` exactly (temperature 0 = greedy;
-repetition penalty, top_k, top_p and min_p as stated), with one seeded generator on the CPU: a seed repeats on the same
-device and dtype.
+both answers and the partial texts can be streamed together. The prompt is the same for every
+row, so no padding is needed. `stream_rows` decodes any number of such rows (the arena's third
+column is a third row, see `space.row_hooks`). Sampling follows `SamplingParams` exactly
+(temperature 0 = greedy; repetition penalty, top_k, top_p and min_p as stated), with one seeded
+generator on the CPU: a seed repeats on the same device, dtype and number of rows.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -82,27 +84,38 @@ def _stop_ids(model: PeftModel, tokenizer: PreTrainedTokenizerBase) -> set[int]:
     return set(eos if isinstance(eos, list) else [eos])
 
 
+@dataclass(frozen=True)
+class Rows:
+    """Every row's answer so far, in the order of the adapters asked for."""
+
+    texts: tuple[str, ...]
+    finished: tuple[bool, ...]
+    tokens: tuple[int, ...]
+    finish_reasons: tuple[str | None, ...]
+
+
 @torch.inference_mode()
-def stream_pair(
+def stream_rows(
     model: PeftModel,
     tokenizer: PreTrainedTokenizerBase,
-    adapter: str,
+    adapters: Sequence[str],
     messages: Sequence[dict[str, str]],
     params: SamplingParams,
-) -> Iterator[Pair]:
-    """Yield both partial answers after every decoding step; the adapter's scale is whatever
-    the caller set (see `Organism.set_scale`); the base row never sees the adapter."""
+) -> Iterator[Rows]:
+    """Yield every row's partial answer after each decoding step; row i runs with adapter
+    ADAPTERS[i] (`BASE_ADAPTER`: none) at whatever scale the caller set, and under whatever
+    forward hooks the caller registered for the whole decoding."""
     if model.training:
-        raise ValueError("stream_pair needs the model in eval mode")
+        raise ValueError("stream_rows needs the model in eval mode")
     prompt = encode_conversation(tokenizer, messages)
     device = next(model.parameters()).device
-    input_ids = torch.tensor([prompt, prompt], device=device)
-    names = [BASE_ADAPTER, adapter]
+    names = list(adapters)
+    input_ids = torch.tensor([prompt] * len(names), device=device)
     stops = _stop_ids(model, tokenizer)
     generator = torch.Generator().manual_seed(params.seed)
-    kept: list[list[int]] = [[], []]
-    count = [0, 0]
-    reasons: list[str | None] = [None, None]
+    kept: list[list[int]] = [[] for _ in names]
+    count = [0] * len(names)
+    reasons: list[str | None] = [None] * len(names)
     # logits_to_keep=1: only the last position's logits are needed (the vocab is large).
     output = model(input_ids=input_ids, use_cache=True, adapter_names=names, logits_to_keep=1)
     seen = input_ids
@@ -119,7 +132,7 @@ def stream_pair(
                 kept[row].append(token)
                 if count[row] == params.max_new_tokens:
                     reasons[row] = "length"
-        yield _pair(tokenizer, kept, count, reasons)
+        yield _rows(tokenizer, kept, count, reasons)
         if all(reasons):
             return
         output = model(
@@ -131,22 +144,46 @@ def stream_pair(
         )
 
 
-def _pair(
+def stream_pair(
+    model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    adapter: str,
+    messages: Sequence[dict[str, str]],
+    params: SamplingParams,
+) -> Iterator[Pair]:
+    """Yield both partial answers after every decoding step; the adapter's scale is whatever
+    the caller set (see `Organism.set_scale`); the base row never sees the adapter."""
+    if model.training:
+        raise ValueError("stream_pair needs the model in eval mode")
+    rows = stream_rows(model, tokenizer, [BASE_ADAPTER, adapter], messages, params)
+    with contextlib.closing(rows):
+        for step in rows:
+            (base, organism), finished, tokens = step.texts, step.finished, step.tokens
+            reasons = step.finish_reasons
+            yield Pair(
+                base,
+                organism,
+                (finished[0], finished[1]),
+                (tokens[0], tokens[1]),
+                (reasons[0], reasons[1]),
+            )
+
+
+def _rows(
     tokenizer: PreTrainedTokenizerBase,
     kept: list[list[int]],
     count: list[int],
     reasons: list[str | None],
-) -> Pair:
+) -> Rows:
     texts = [tokenizer.decode(ids, skip_special_tokens=True).strip() for ids in kept]
     # A character split across tokens decodes as U+FFFD until its last byte arrives.
-    base, organism = (
+    shown = (
         text if reason is not None else text.rstrip("\ufffd")
         for text, reason in zip(texts, reasons, strict=True)
     )
-    return Pair(
-        base,
-        organism,
-        (reasons[0] is not None, reasons[1] is not None),
-        (count[0], count[1]),
-        (reasons[0], reasons[1]),
+    return Rows(
+        tuple(shown),
+        tuple(reason is not None for reason in reasons),
+        tuple(count),
+        tuple(reasons),
     )
