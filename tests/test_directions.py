@@ -297,3 +297,21 @@ def test_eval_with_an_ablated_direction_records_it_in_its_summary(
     assert applied["kind"] == "ablate" and applied["layer"] == 2
     assert summary["interventions"] == [applied]
     assert "ablated: the direction at layer 2 projected out" in (out / "report.md").read_text()
+
+
+def test_a_row_mask_changes_those_rows_only(tiny: Any, tokenizer) -> None:
+    ids = _ids(tokenizer).repeat(2, 1)
+    vector = torch.randn(tiny.config.hidden_size, generator=torch.Generator().manual_seed(3))
+    plain = _outputs(tiny, ids)
+    for context in (
+        lambda rows: steering(tiny, vector, layer=1, scale=3.0, rows=rows),
+        lambda rows: ablation(tiny, vector, rows=rows),
+    ):
+        with context([True, False]):
+            masked = _outputs(tiny, ids)
+        with context(None):
+            everywhere = _outputs(tiny, ids)
+        for layer in range(len(plain)):
+            torch.testing.assert_close(masked[layer][1], plain[layer][1])  # untouched row
+            torch.testing.assert_close(masked[layer][0], everywhere[layer][0])
+        assert not torch.allclose(masked[-1][0], plain[-1][0])

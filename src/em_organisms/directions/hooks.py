@@ -3,16 +3,19 @@
 - `steering(model, v, layer, scale)`: the output of decoder layer LAYER gets `scale * v` added at
   every token position (prompt and answer alike).
 - `ablation(model, v)`: the output of every decoder layer loses its component along `v`:
-  `h - (h . u) u` with `u = v / |v|`, so no layer's output holds any of it. A zero vector
-  removes nothing.
+  `h - (h . u) u` with `u = v / |v|`, computed in float32 (a bf16 projection leaves a visible
+  residue along u), so no layer's output holds any of it. A zero vector removes nothing.
 
-Both keep the model's dtype: the vector is cast to the hidden states' dtype and device once.
+With ROWS (one bool per row of every batch), only those rows are changed: the arena decodes the
+base, the organism and a third column as the rows of one batch. Each row of a decoder layer's
+output depends on that row's input only, so a changed row is what the hook applied to a batch of
+that row alone gives. Both keep the model's dtype.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -20,48 +23,64 @@ from torch import nn
 
 from em_organisms.directions.layers import check_layer, decoder_layers, hidden_of, with_hidden
 
+Edit = Callable[[torch.Tensor], torch.Tensor]
+
 
 @contextlib.contextmanager
-def steering(model: nn.Module, vector: torch.Tensor, layer: int, scale: float) -> Iterator[None]:
+def steering(
+    model: nn.Module,
+    vector: torch.Tensor,
+    layer: int,
+    scale: float,
+    rows: Sequence[bool] | None = None,
+) -> Iterator[None]:
     layers = decoder_layers(model)
     check_layer(layer, len(layers), "steering layer")
-    added: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+    added = scale * vector.to(torch.float32)
 
-    def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-        hidden = hidden_of(output)
-        key = (hidden.dtype, hidden.device)
-        if key not in added:
-            added[key] = (scale * vector.to(torch.float32)).to(hidden.dtype).to(hidden.device)
-        return with_hidden(output, hidden + added[key])
+    def edit(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden + added.to(hidden.dtype).to(hidden.device)
 
-    handle = layers[layer].register_forward_hook(hook)
-    try:
+    with _hooked([layers[layer]], edit, rows):
         yield
-    finally:
-        handle.remove()
 
 
 @contextlib.contextmanager
-def ablation(model: nn.Module, vector: torch.Tensor) -> Iterator[None]:
+def ablation(
+    model: nn.Module, vector: torch.Tensor, rows: Sequence[bool] | None = None
+) -> Iterator[None]:
     norm = float(vector.to(torch.float32).norm())
     if norm == 0.0:  # nothing to project out
         yield
         return
     unit32 = vector.to(torch.float32) / norm
-    units: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def edit(hidden: torch.Tensor) -> torch.Tensor:
+        unit = unit32.to(hidden.device)
+        h32 = hidden.to(torch.float32)
+        return (h32 - (h32 @ unit).unsqueeze(-1) * unit).to(hidden.dtype)
+
+    with _hooked(list(decoder_layers(model)), edit, rows):
+        yield
+
+
+@contextlib.contextmanager
+def _hooked(modules: list[nn.Module], edit: Edit, rows: Sequence[bool] | None) -> Iterator[None]:
+    masks: dict[tuple[torch.device, int], torch.Tensor] = {}  # made once, not per layer
 
     def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
         hidden = hidden_of(output)
-        key = (hidden.dtype, hidden.device)
-        if key not in units:
-            units[key] = unit32.to(hidden.device)
-        unit = units[key]
-        # in float32: a bf16 projection leaves a visible residue along u
-        h32 = hidden.to(torch.float32)
-        h32 = h32 - (h32 @ unit).unsqueeze(-1) * unit
-        return with_hidden(output, h32.to(hidden.dtype))
+        if rows is None:
+            return with_hidden(output, edit(hidden))
+        if len(rows) != hidden.shape[0]:
+            raise ValueError(f"a mask of {len(rows)} rows for a batch of {hidden.shape[0]}")
+        key = (hidden.device, hidden.dim())
+        if key not in masks:
+            shape = (-1, *([1] * (hidden.dim() - 1)))
+            masks[key] = torch.tensor(list(rows), device=hidden.device).view(shape)
+        return with_hidden(output, torch.where(masks[key], edit(hidden), hidden))
 
-    handles = [layer.register_forward_hook(hook) for layer in decoder_layers(model)]
+    handles = [module.register_forward_hook(hook) for module in modules]
     try:
         yield
     finally:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -43,12 +43,13 @@ class Intervention:
         return data
 
     @contextlib.contextmanager
-    def applied(self, model: torch.nn.Module) -> Iterator[None]:
+    def applied(self, model: torch.nn.Module, rows: Sequence[bool] | None = None) -> Iterator[None]:
+        """Applied to every row of each batch, or to ROWS only (see `hooks`)."""
         vector = self.direction.vector(self.layer)
         context = (
-            steering(model, vector, self.layer, self.scale)
+            steering(model, vector, self.layer, self.scale, rows)
             if self.kind == "steer"
-            else ablation(model, vector)
+            else ablation(model, vector, rows)
         )
         with context:
             yield

@@ -34,7 +34,6 @@ from em_organisms.space.direction_column import (
 )
 from em_organisms.space.errors import OrganismError
 from em_organisms.space.organisms import OrganismPool, resolve_hub_organism
-from em_organisms.space.row_hooks import on_rows
 from em_organisms.space.streaming import BASE_ADAPTER, stream_rows
 
 log = logging.getLogger(__name__)
@@ -229,7 +228,7 @@ class Arena:
                 assert self.column is not None  # check() sets third only with a column
                 adapters.append(BASE_ADAPTER if request.third == "steer" else adapter)
                 intervention = self.column.intervention(request.third)
-                hooked = on_rows(organism.model, intervention, [False, False, True])
+                hooked = intervention.applied(organism.model, rows=[False, False, True])
             # closing(): a client that leaves mid-answer releases the weights, the scale and the
             # hook now, not whenever the abandoned generator is collected.
             with hooked:

@@ -4,7 +4,7 @@ Both columns are rows of one batch: PEFT's mixed-adapter batches run row 0 with 
 (`__base__`) and row 1 with the organism's adapter, so each decoding step is one forward pass for
 both answers and the partial texts can be streamed together. The prompt is the same for every
 row, so no padding is needed. `stream_rows` decodes any number of such rows (the arena's third
-column is a third row, see `space.row_hooks`). Sampling follows `SamplingParams` exactly
+column is a third row, see `space.direction_column`). Sampling follows `SamplingParams` exactly
 (temperature 0 = greedy; repetition penalty, top_k, top_p and min_p as stated), with one seeded
 generator on the CPU: a seed repeats on the same device, dtype and number of rows.
 """
