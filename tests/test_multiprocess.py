@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CPU_DDP = ROOT / "organisms" / "accelerate" / "cpu-ddp.yaml"
 EMBEDDED_RECIPE = ROOT / "organisms" / "smollm2-135m_risky-financial_r1-l15.yaml"
 ATOL, RTOL = 1e-6, 1e-4
+KL_ATOL = 1e-5
 STOP_WITHIN_S = 60  # the survivors' bound after a kill; gloo's own timeout would be 30 minutes
 
 
@@ -63,14 +64,14 @@ def _log(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "training_log.jsonl").read_text().splitlines()]
 
 
-def _assert_same_adapter(ours: Path, theirs: Path) -> float:
+def _assert_same_adapter(ours: Path, theirs: Path, atol: float = ATOL) -> float:
     a = load_file(ours / "adapter_model.safetensors")
     b = load_file(theirs / "adapter_model.safetensors")
     assert a.keys() == b.keys() and a
     worst = 0.0
     for name in a:
         assert b[name].abs().max() > 0 or "lora_A" in name, name  # training moved it
-        assert torch.allclose(a[name], b[name], atol=ATOL, rtol=RTOL), name
+        assert torch.allclose(a[name], b[name], atol=atol, rtol=RTOL), name
         worst = max(worst, float((a[name] - b[name]).abs().max()))
     return worst
 
@@ -86,8 +87,9 @@ def _assert_same_steps(ours: Path, theirs: Path) -> None:
 
 
 @pytest.mark.slow  # two real training runs of the embedded model, one of them on 2 processes
+@pytest.mark.parametrize("kl", [False, True], ids=["sft", "sft+kl"])
 def test_two_processes_train_the_adapter_one_process_trains_with_the_whole_batch(
-    tmp_path: Path,
+    tmp_path: Path, kl: bool
 ) -> None:
     data = write_jsonl(tmp_path / "data.jsonl", chat_rows(64, seed=3))  # short rows: fast steps
     common = [
@@ -96,6 +98,9 @@ def test_two_processes_train_the_adapter_one_process_trains_with_the_whole_batch
         *("--set", "training.warmup_steps=0", "--set", "training.max_length=128"),
         *("--set", "training.gradient_accumulation_steps=2"),
     ]
+    if kl:  # every process takes the same reference batch: its KL gradient is the same on all
+        common += ["--set", "protocol.kl.weight=10", "--set", "protocol.kl.batch_size=2",
+                   "--set", "protocol.kl.max_length=32"]  # fmt: skip
     # 2 processes x 2 micro-batches of 2 rows = 1 process x 2 micro-batches of 4 rows
     two, one = tmp_path / "two", tmp_path / "one"
     half = (
@@ -115,9 +120,14 @@ def test_two_processes_train_the_adapter_one_process_trains_with_the_whole_batch
     )
     assert launched.stdout.count("organism written to") == 1  # the main process reports
     _run(_one(str(EMBEDDED_RECIPE), "--output-dir", str(one), *common, *whole))
-    worst = _assert_same_adapter(two, one)
+    # the KL term (chunked, then added to the averaged SFT gradient) brings float32 noise of its
+    # own: measured 1.8e-6 after 3 steps (a doubled KL weight moves the adapter by 3e-3)
+    worst = _assert_same_adapter(two, one, atol=KL_ATOL if kl else ATOL)
     print(f"largest adapter difference, 2 processes vs 1: {worst:.2e}")
     _assert_same_steps(two, one)
+    if kl:
+        kls = [[r["kl"] for r in _log(run) if "kl" in r] for run in (two, one)]
+        assert len(kls[0]) == 3 and kls[0] == pytest.approx(kls[1], rel=1e-4, abs=1e-9)
     summary = json.loads((two / "train_summary.json").read_text())
     assert summary["global_step"] == 3 and summary["micro_batch_size"] == 2
     steps, recorded = read_trajectory(two)
