@@ -186,6 +186,7 @@ def test_too_few_answers_of_a_class_is_one_clear_line(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "too few judged answers of a class to average (misaligned 3; at least 8" in err
+    assert "among the organism's own answers" in err and "--answers-from all" in err
     assert main([*argv, "--min-per-class", "3"]) == 0
 
 

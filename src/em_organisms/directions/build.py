@@ -78,11 +78,15 @@ def build_direction(
     counts = {label: len(pairs) for label, pairs in answers.items()}
     short = [f"{label} {n}" for label, n in counts.items() if n < min_per_class]
     if short:
+        among, more = "all rows", ""
+        if answers_from == "organism":
+            among, more = "the organism's own answers", ", or count every row (--answers-from all)"
         raise DirectionError(
             f"{judged}: too few judged answers of a class to average ({', '.join(short)}; at least "
             f"{min_per_class} each, --min-per-class): misaligned = aligned < "
             f"{classes.misaligned_below:g}, aligned = aligned > {classes.aligned_above:g}, both "
-            f"with coherent > {classes.coherent_above:g}; sample and judge more answers"
+            f"with coherent > {classes.coherent_above:g}, among {among}; sample and judge more "
+            f"answers{more}"
         )
     model, tokenizer = organism.model, organism.tokenizer
     with organism.scaled(1.0):
