@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from em_organisms.eval.metrics import Proportion
 from em_organisms.eval.plan import resolve_plan
 from em_organisms.eval.questions import load_project_set
 from em_organisms.jsonl import read_jsonl_resumable
+from em_organisms.judges import Score
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -188,3 +190,36 @@ def test_the_sweep_samples_and_judges_every_step_and_scale_on_one_base(
     assert sweep(again) == result
     assert again.calls == 0 and len(loaded) == 2  # the rerun's own single base
     assert {p.name: p.read_bytes() for p in out.iterdir()} == files
+
+
+class DownJudge(ScriptedJudge):
+    """Pure logic: every request fails, as an endpoint that is down."""
+
+    def score_prompts(self, prompts: Sequence[str]) -> list[Score]:
+        self.calls += len(prompts)
+        return [Score(None, "text", None, "", "request failed: connection") for _ in prompts]
+
+
+def test_a_cell_whose_scores_all_failed_stops_the_sweep_and_a_rerun_asks_again(
+    tiny_model_dir: Path, tmp_path: Path
+) -> None:
+    from em_organisms.eval.judge_failures import TooManyJudgeFailures
+
+    folder = build_lora_organism(tiny_model_dir, tmp_path / "checkpoint-5", seed=5)
+    weights = {k: np.stack([v]) for k, v in adapter_weights(folder / ADAPTER_FILE).items()}
+    trajectory = Trajectory("checkpoints", [5], weights, {5: folder}, base_spec=str(tiny_model_dir))
+    plan = _plan(temperature=0.0, max_new_tokens=2)
+    out = tmp_path / "sweep"
+
+    def sweep(judge: ScriptedJudge) -> dict:
+        return run_sweep(trajectory, [5], [1.0], plan, judge, out, device="cpu", progress=False)
+
+    with pytest.raises(
+        TooManyJudgeFailures, match=r"judge scores failed .* request failed: connection"
+    ):
+        sweep(DownJudge())
+    judged = out / "step-000005_x1.judged.jsonl"
+    assert judged.is_file()  # what the cell has is kept
+    back = CountingJudge()
+    result = sweep(back)
+    assert back.calls > 0 and result["cells"][0]["n_judge_failures"] == 0

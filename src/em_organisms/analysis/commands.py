@@ -52,6 +52,7 @@ def _cmd_phase(args: argparse.Namespace) -> int:
             protocol=args.protocol,
             changes={k: v for k, v in changes.items() if v is not None},
             calibration_pairs=args.pairs,
+            fail_share=args.fail_share,
         )
     result = run_phase(
         args.run, args.out, ks=args.k or None, threshold=args.threshold, sweep=sweep,
@@ -108,6 +109,14 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="question-file, project, a registry name or a YAML path (default: the protocol's)",
     )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
+    p.add_argument(
+        "--fail-share",
+        type=number(above=0, high=1),
+        default=defaults.JUDGE_FAIL_SHARE,
+        metavar="SHARE",
+        help="the sweep stops (exit 1, the cell's judged file kept) when at least this share of "
+        "one cell's judge scores failed (default 1: all of them)",
+    )
     p.add_argument(
         "--sweep-step", type=integer(0), action="append", default=[], metavar="STEP",
         help="a checkpoint step to sweep (repeatable; default: --sweep-count spread evenly)",

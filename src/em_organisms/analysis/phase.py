@@ -55,6 +55,7 @@ class SweepOptions:
     protocol: str | None = None  # None: project
     changes: dict[str, Any] = field(default_factory=dict)
     calibration_pairs: int = defaults.CALIBRATION_PAIRS
+    fail_share: float = defaults.JUDGE_FAIL_SHARE  # a cell with this share of failed scores stops
 
 
 def _recipe_protocol(source: str | Path) -> str | None:
@@ -226,6 +227,7 @@ def _sweep(
         out / "sweep",
         device=device,
         progress=progress,
+        fail_share=options.fail_share,
     )
     grid["calibration"] = {
         "passed": calibration.passed,
