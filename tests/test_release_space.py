@@ -662,3 +662,18 @@ def test_token_never_printed_staged_or_pushed(pushed: dict[str, Any], local_hub:
     for file in [*staged, *local_hub.mirrors.rglob("*")]:
         if file.is_file():
             assert token.encode() not in file.read_bytes(), file
+
+
+def test_arena_yaml_direction_must_be_a_hub_id(card: SpaceCard, tmp_path: Path) -> None:
+    source = make_space(tmp_path / "space")
+    config = source / "arena.yaml"
+    local = tmp_path / "runs" / "direction"
+    local.mkdir(parents=True)
+    for spec in (str(local), "../runs/direction"):
+        config.write_text(f"organisms:\n  - {ORGANISM}\ndirection: {spec}\n")
+        with pytest.raises(SpaceError) as err:
+            stage_space(source, tmp_path / "staged", card, {})
+        assert f"{config}: direction: {spec!r} is not a Hub id" in str(err.value)
+    config.write_text(f"organisms:\n  - {ORGANISM}\ndirection: em-organisms/smollm2-direction\n")
+    staged = stage_space(source, tmp_path / "staged", card, {})
+    assert "direction: em-organisms/smollm2-direction" in (staged.folder / "arena.yaml").read_text()

@@ -33,17 +33,28 @@ def package_files(package_dir: Path | None = None) -> dict[str, Path]:
 
 def arena_config_problems(config: Path, card: SpaceCard) -> list[str]:
     """Why CONFIG (the Space's arena.yaml) would not run with CARD: the arena's own loader
-    refuses it, or it offers an organism the card's `models` do not list."""
+    refuses it, it offers an organism the card's `models` do not list, or its direction is a
+    path of this machine (a Space downloads it from the Hub)."""
+    from em_organisms.hub_ids import is_hub_id
     from em_organisms.space.config import ArenaConfigError, load_config
 
     try:
-        organisms = load_config(config).organisms
+        loaded = load_config(config)
     except ArenaConfigError as err:
         return [str(err)]
+    organisms = loaded.organisms
     if not organisms:
         return [f"{config}: organisms: empty; the Space needs at least one organism to show"]
+    problems = []
+    # the arena takes a path that exists before a Hub id: so does this check
+    direction = loaded.direction
+    if direction is not None and (Path(direction).exists() or not is_hub_id(direction)):
+        problems.append(
+            f"{config}: direction: {direction!r} is not a Hub id; a Space downloads its "
+            "direction from the Hub (publish it with release-direction)"
+        )
     models = card.data.to_dict().get("models") or []
-    return [
+    return problems + [
         f"{config}: organisms: {organism!r} is not among the card's models ({', '.join(models)}); "
         "render the card for it (--organism RECIPE) or remove it from the config"
         for organism in organisms
