@@ -6,7 +6,8 @@
   `prefix_cache` of frozen layers), `callbacks` (per-step log, progress, tidy checkpoints),
   `recorder` (the adapter at every step, for the phase analysis).
 - `kl`: the `protocol.kl` penalty, weight x KL(organism || base) on out-of-domain reference
-  prompts, the base being the model with its adapter off.
+  prompts, the base being the model with its adapter off; `head_grad`: the backward both
+  chunked head losses (cross-entropy and KL) share.
 - `runner`: `train()`, writing the run's typed artifacts (`em_organisms.artifacts`).
 """
 

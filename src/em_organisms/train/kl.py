@@ -38,6 +38,7 @@ from transformers import PreTrainedTokenizerBase
 from em_organisms.errors import EmOrganismsError
 from em_organisms.jsonl import read_jsonl
 from em_organisms.recipes import KLSpec
+from em_organisms.train.head_grad import GradientInForward
 from em_organisms.yaml_files import YamlError, load_yaml_file
 
 REFERENCE_DIR = "reference_prompts"
@@ -151,7 +152,7 @@ def reference_indices(n: int, batch_size: int, step: int, seed: int) -> list[int
     return out
 
 
-class _HeadKL(torch.autograd.Function):
+class _HeadKL(GradientInForward):
     """Summed KL(softmax(h W^T) || softmax(h_base W^T)) over rows, in row chunks; the gradient
     w.r.t. `hidden` is computed in the forward pass. `base` and the head get no gradient."""
 
@@ -185,11 +186,6 @@ class _HeadKL(torch.autograd.Function):
             grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
         ctx.save_for_backward(grad_hidden)
         return total
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_output.to(grad_hidden.dtype), None, None, None, None
 
 
 def peft_model(model: nn.Module) -> PeftModel:

@@ -23,6 +23,7 @@ from em_organisms.chat_masking import IGNORE_INDEX
 from em_organisms.train.checkpoints import save_atomically
 from em_organisms.train.distributed import average_gradients
 from em_organisms.train.fused_lora import fuse_lora_linears
+from em_organisms.train.head_grad import GradientInForward
 from em_organisms.train.kl import KLError, KLRegulariser
 from em_organisms.train.prefix_cache import PrefixCache, default_budget, prefix_is_cacheable
 from em_organisms.train.protocols import lowest_adapted_layer, trains_outside_layers
@@ -45,7 +46,7 @@ def supports_fast_loss(model: nn.Module) -> bool:
     return lm.config.model_type in FAST_LOSS_MODEL_TYPES and hasattr(lm, lm.base_model_prefix)
 
 
-class _HeadCrossEntropy(torch.autograd.Function):
+class _HeadCrossEntropy(GradientInForward):
     """Summed cross-entropy of `hidden @ weight.T` against `targets`, in row chunks.
 
     The gradient w.r.t. the hidden states (softmax - one-hot, projected back through the head)
@@ -82,11 +83,6 @@ class _HeadCrossEntropy(torch.autograd.Function):
             grad_hidden[start : start + chunk] = (grad.to(weight.dtype) @ weight).to(hidden.dtype)
         ctx.save_for_backward(grad_hidden)
         return total
-
-    @staticmethod
-    def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
-        (grad_hidden,) = ctx.saved_tensors
-        return grad_hidden * grad_output.to(grad_hidden.dtype), None, None, None, None
 
 
 def assistant_token_loss(
