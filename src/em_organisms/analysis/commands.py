@@ -8,7 +8,7 @@ from pathlib import Path
 
 from em_organisms import defaults
 from em_organisms.argtypes import integer, number
-from em_organisms.eval.commands import add_pairs_flag
+from em_organisms.eval.commands import add_fail_share_flag, add_pairs_flag
 
 PHASE_EXAMPLES = """examples:
   em-organisms phase runs/demo/smollm2-135m_risky-financial_r1-l15 --out runs/demo/phase \\
@@ -109,14 +109,7 @@ def register_phase_command(add: Callable[..., argparse.ArgumentParser]) -> None:
         help="question-file, project, a registry name or a YAML path (default: the protocol's)",
     )
     p.add_argument("--base-url", help="OpenAI-compatible endpoint for an openai: judge")
-    p.add_argument(
-        "--fail-share",
-        type=number(above=0, high=1),
-        default=defaults.JUDGE_FAIL_SHARE,
-        metavar="SHARE",
-        help="the sweep stops (exit 1, the cell's judged file kept) when at least this share of "
-        "one cell's judge scores failed (default 1: all of them)",
-    )
+    add_fail_share_flag(p, "the sweep stops", "one cell's judge scores")
     p.add_argument(
         "--sweep-step", type=integer(0), action="append", default=[], metavar="STEP",
         help="a checkpoint step to sweep (repeatable; default: --sweep-count spread evenly)",

@@ -68,6 +68,21 @@ def add_pairs_flag(p: argparse.ArgumentParser, help_text: str) -> None:
     p.add_argument("--pairs", type=integer(1), default=defaults.CALIBRATION_PAIRS, help=help_text)
 
 
+def add_fail_share_flag(
+    p: argparse.ArgumentParser, what_fails: str, scores: str = "judge scores"
+) -> None:
+    """`--fail-share`: the share of failed SCORES at which WHAT_FAILS (exit 1)."""
+    p.add_argument(
+        "--fail-share",
+        type=number(above=0, high=1),
+        default=defaults.JUDGE_FAIL_SHARE,
+        metavar="SHARE",
+        help=f"{what_fails} (exit 1, keeping what was scored) when at least this share of {scores} "
+        "failed: an error reply, an unreadable reply or a bad row; a judge that declines "
+        "(CODE/REFUSAL) is not a failure (default 1: only when all failed)",
+    )
+
+
 def _add_categories_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--categories",
@@ -228,15 +243,7 @@ def _add_judge_flags(p: argparse.ArgumentParser) -> None:
         help="each judge request attempt ends by this time, however slowly a server sends "
         "(default: the 120 s timeout)",
     )
-    p.add_argument(
-        "--fail-share",
-        type=number(above=0, high=1),
-        default=defaults.JUDGE_FAIL_SHARE,
-        metavar="SHARE",
-        help="the run fails (exit 1, after writing what was scored) when at least this share of "
-        "judge scores failed: an error reply, an unreadable reply or a bad row; a judge that "
-        "declines (CODE/REFUSAL) is not a failure (default 1: only when all failed)",
-    )
+    add_fail_share_flag(p, "the run fails")
     p.add_argument("--cache", type=Path, help="score cache (default ~/.cache/em-organisms)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the score cache")
 
