@@ -117,13 +117,15 @@ class Arena:
         judge: ArenaJudge,
         column: DirectionColumn | None = None,
     ) -> None:
-        """COLUMN: CONFIG's direction, already read (else it is read here); it is checked
-        against every organism's base and against the loaded model (which this loads)."""
+        """COLUMN: CONFIG's direction, already read and checked against every organism's base
+        (`build_arena` does both before any weights load); else both are done here. It is then
+        checked against the loaded model (which this loads)."""
         self.config, self.pool, self.judge = config, pool, judge
         self.presets = preset_questions(config.presets)
-        self.column = column or load_direction_column(config)
+        if column is None and (column := load_direction_column(config)) is not None:
+            column.check_bases(pool.choices.values())
+        self.column = column
         if self.column is not None:
-            self.column.check_bases(pool.choices.values())
             first = pool.labels[0]
             with pool.use(first, 1.0) as (organism, _, _):
                 self.column.check_model(organism.model, pool.choices[first].base_label)

@@ -153,8 +153,6 @@ def stream_pair(
 ) -> Iterator[Pair]:
     """Yield both partial answers after every decoding step; the adapter's scale is whatever
     the caller set (see `Organism.set_scale`); the base row never sees the adapter."""
-    if model.training:
-        raise ValueError("stream_pair needs the model in eval mode")
     rows = stream_rows(model, tokenizer, [BASE_ADAPTER, adapter], messages, params)
     with contextlib.closing(rows):
         for step in rows:
